@@ -1,0 +1,1 @@
+//! The Strata broker. Today: the partition log storage engine (`log`).

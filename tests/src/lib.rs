@@ -1,0 +1,1 @@
+//! Test harness: real processes, cuttable TCP proxies, deadlines.
