@@ -100,7 +100,14 @@ struct Inner {
     client_id: Bytes,
     seq: AtomicU64,
     config: CoordConfig,
+    /// Members that just failed at the transport level. A follower may
+    /// still name a dead leader for a while after it died; following that
+    /// hint would bounce between the two until the election ends.
+    suspects: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a member that failed stays out of the leader-hint path.
+const SUSPECT_FOR: Duration = Duration::from_secs(2);
 
 /// A cheap-to-clone handle to the ensemble.
 #[derive(Clone)]
@@ -131,6 +138,7 @@ impl CoordClient {
                 client_id,
                 seq: AtomicU64::new(1),
                 config,
+                suspects: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -144,8 +152,28 @@ impl CoordClient {
         eps[self.inner.current.load(Ordering::Relaxed) % eps.len()].clone()
     }
 
+    /// Moves to the next member that has not just failed (if any).
     fn rotate(&self) {
-        self.inner.current.fetch_add(1, Ordering::Relaxed);
+        let n = self.inner.endpoints.lock().unwrap_or_else(|p| p.into_inner()).len();
+        for _ in 0..n {
+            self.inner.current.fetch_add(1, Ordering::Relaxed);
+            if !self.is_suspect(&self.target()) {
+                return;
+            }
+        }
+    }
+
+    fn suspect(&self, addr: &str) {
+        self.inner.suspects.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.to_string(), Instant::now());
+    }
+
+    fn is_suspect(&self, addr: &str) -> bool {
+        let suspects = self.inner.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        suspects.get(addr).is_some_and(|t| t.elapsed() < SUSPECT_FOR)
+    }
+
+    fn clear_suspect(&self, addr: &str) {
+        self.inner.suspects.lock().unwrap_or_else(|p| p.into_inner()).remove(addr);
     }
 
     fn prefer(&self, addr: &str) {
@@ -203,24 +231,31 @@ impl CoordClient {
             let addr = self.target();
             let client = self.client_for(&addr)?;
             match tokio::time::timeout(self.inner.config.attempt_timeout, f(client)).await {
-                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Ok(resp)) => {
+                    self.clear_suspect(&addr);
+                    return Ok(resp.into_inner());
+                }
                 Ok(Err(status)) => {
                     let (err, _leader_id, leader_addr) = CoordError::from_status(&status);
                     if !err.retriable() {
                         return Err(err);
                     }
-                    if !leader_addr.is_empty() && normalize(&leader_addr) != addr {
-                        self.prefer(&leader_addr);
+                    let hint = normalize(&leader_addr);
+                    if !hint.is_empty() && hint != addr && !self.is_suspect(&hint) {
+                        self.prefer(&hint);
                         last_err = err;
                         continue;
                     }
-                    if status.code() != tonic::Code::Unavailable || status.details().is_empty() {
+                    if status.details().is_empty() {
+                        // Transport failure, not an answer from a member.
                         self.forget(&addr);
+                        self.suspect(&addr);
                     }
                     last_err = CoordError::Unavailable(format!("{addr}: {}", status.message()));
                 }
                 Err(_) => {
                     self.forget(&addr);
+                    self.suspect(&addr);
                     last_err = CoordError::Unavailable(format!(
                         "{addr}: no answer within {:?}",
                         self.inner.config.attempt_timeout
@@ -229,7 +264,7 @@ impl CoordClient {
             }
             self.rotate();
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(100));
+            backoff = (backoff * 2).min(Duration::from_millis(50));
         }
         Err(last_err)
     }

@@ -1,1 +1,12 @@
-//! Test harness: real processes, cuttable TCP proxies, deadlines.
+//! Test harness: the real binaries as child processes on port 0, cuttable TCP
+//! proxies on every link, and deadline-based waiting.
+
+pub mod ensemble;
+pub mod process;
+pub mod proxy;
+pub mod wait;
+
+pub use ensemble::Ensemble;
+pub use process::{ChildProcess, binary};
+pub use proxy::Proxy;
+pub use wait::{eventually, wait_until};

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::CoordArgs;
-use crate::coord::{CoordClient, CoordError, EventType, Stat};
+use crate::coord::{CoordClient, CoordError, CreateOptions, EventType, Stat};
 
 #[derive(Debug, Subcommand)]
 pub enum CoordCommand {
@@ -127,7 +127,11 @@ pub async fn run_coord(args: &CoordArgs, command: CoordCommand) -> anyhow::Resul
         CoordCommand::Set { path, value, version } => {
             let (st, created) = match version {
                 Some(v) => (c.set(&path, value.into_bytes(), Some(v)).await.map_err(|e| explain(e, args))?, false),
-                None => c.upsert(&path, value.into_bytes()).await.map_err(|e| explain(e, args))?,
+                None => {
+                    // Like `mkdir -p`: missing parents are created empty.
+                    create_parents(&c, &path).await.map_err(|e| explain(e, args))?;
+                    c.upsert(&path, value.into_bytes()).await.map_err(|e| explain(e, args))?
+                }
             };
             if args.json {
                 println!("{}", json!({ "path": path, "created": created, "stat": stat_json(&st) }));
@@ -181,6 +185,22 @@ pub async fn run_coord(args: &CoordArgs, command: CoordCommand) -> anyhow::Resul
                 println!("member {id} removed");
             }
         },
+    }
+    Ok(())
+}
+
+async fn create_parents(c: &CoordClient, path: &str) -> Result<(), CoordError> {
+    let mut parent = String::new();
+    let components: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    for component in &components[..components.len().saturating_sub(1)] {
+        parent.push('/');
+        parent.push_str(component);
+        if c.exists(&parent).await?.is_none() {
+            match c.create(&parent, Vec::<u8>::new(), CreateOptions::persistent()).await {
+                Ok(_) | Err(CoordError::NodeExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! `--json`; exit code 0 on success, 1 on a failed operation, 2 on bad usage.
 
 pub mod coord;
+pub mod dev;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -51,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::perf::PerfCommand,
     },
+    /// Run a local cluster (3 coordinators) until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Runs a coordinator member in this process (what `strata dev` starts).
+    #[command(hide = true)]
+    InternalCoordinator(strata_coordinator::config::Flags),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -59,6 +65,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Coord { args, command } => coord::run_coord(&args, command).await,
         Command::Cluster { args, command } => coord::run_cluster(&args, command).await,
         Command::Perf { command } => crate::perf::run(command).await,
+        Command::Dev(args) => dev::run(args).await,
+        Command::InternalCoordinator(flags) => run_coordinator(flags).await,
     };
     match result {
         Ok(()) => 0,
@@ -67,4 +75,10 @@ pub async fn run(cli: Cli) -> i32 {
             1
         }
     }
+}
+
+async fn run_coordinator(flags: strata_coordinator::config::Flags) -> anyhow::Result<()> {
+    let config = strata_coordinator::config::Config::from_flags(flags)?;
+    let shutdown = strata_coordinator::shutdown::on_signals();
+    strata_coordinator::server::run(config, shutdown).await
 }

@@ -44,8 +44,8 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, postcar
 mod conformance {
     //! openraft's storage conformance suite, run on our sled log store and
     //! state machine.
-    use openraft::testing::{StoreBuilder, Suite};
     use openraft::StorageError;
+    use openraft::testing::{StoreBuilder, Suite};
 
     use super::log_store::LogStore;
     use super::state_machine::StateMachine;

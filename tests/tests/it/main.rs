@@ -1,0 +1,4 @@
+//! One integration-test binary for the whole system: every test starts the
+//! real binaries (built by `cargo build --workspace --bins`) as children.
+
+mod coord;
