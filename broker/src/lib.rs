@@ -1,1 +1,3 @@
 //! The Strata broker. Today: the partition log storage engine (`log`).
+
+pub mod log;

@@ -15,3 +15,4 @@ pub mod coord_peer {
 }
 
 pub mod error;
+pub mod record_batch;
