@@ -7,7 +7,9 @@
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod proposer;
 pub mod raft;
+pub mod read_batch;
 pub mod server;
 pub mod service;
 pub mod session;

@@ -5,11 +5,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use strata_proto::coord_peer::coord_peer_client::CoordPeerClient;
@@ -21,10 +20,12 @@ use tonic::transport::Channel;
 use crate::command::{Command, Response, WriteOp};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::proposer::{ProposeError, Proposer};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, PeerRoutes};
 use crate::raft::state_machine::{Shared, StateMachine};
 use crate::raft::{NodeId, Raft, decode, encode};
+use crate::read_batch::{BarrierError, ReadBatcher};
 use crate::session::SessionTracker;
 use crate::watch::WatchHub;
 
@@ -37,7 +38,8 @@ pub struct Context {
     pub routes: PeerRoutes,
     pub config: Config,
     pub client_addr: String,
-    peer_clients: Mutex<HashMap<String, CoordPeerClient<Channel>>>,
+    reads: Arc<ReadBatcher>,
+    proposer: Proposer,
 }
 
 /// Reply of a forwarded proposal, encoded between members.
@@ -76,30 +78,25 @@ impl Context {
     }
 
     fn peer_client(&self, addr: &str) -> Result<CoordPeerClient<Channel>, ApiError> {
-        let mut clients = self.peer_clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = PeerRoutes::channel(addr).map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        let client = CoordPeerClient::new(channel);
-        clients.insert(addr.to_string(), client.clone());
-        Ok(client)
+        let channel = self.routes.shared_channel(addr).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        Ok(CoordPeerClient::new(channel))
     }
 
     fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.config.write_timeout_ms)
     }
 
-    /// Proposes a command on this member, which must lead.
+    /// Proposes a command on this member, which must lead. Concurrent
+    /// proposals share Raft entries (`proposer`).
     pub async fn propose(&self, cmd: Command) -> Result<Response, ApiError> {
-        match tokio::time::timeout(self.write_timeout(), self.raft.client_write(cmd)).await {
+        match tokio::time::timeout(self.write_timeout(), self.proposer.propose(cmd)).await {
             Err(_) => Err(ApiError::Unavailable(format!(
                 "write not confirmed by a quorum within {:?}; its outcome is unknown (retry with the same request id)",
                 self.write_timeout()
             ))),
-            Ok(Ok(reply)) => Ok(reply.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(self.not_leader()),
-            Ok(Err(e)) => Err(ApiError::Unavailable(e.to_string())),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(ProposeError::NotLeader)) => Err(self.not_leader()),
+            Ok(Err(ProposeError::Unavailable(m))) => Err(ApiError::Unavailable(m)),
         }
     }
 
@@ -127,18 +124,16 @@ impl Context {
     }
 
     /// Waits until this member, as leader, has confirmed its leadership with
-    /// a quorum and applied everything committed before the call.
+    /// a quorum and applied everything committed before the call. Concurrent
+    /// callers share confirmations (`read_batch`).
     pub async fn linearizable_barrier(&self) -> Result<(), ApiError> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        match tokio::time::timeout(self.write_timeout(), self.raft.ensure_linearizable()).await {
-            Err(_) => Err(ApiError::Unavailable("leadership not confirmed by a quorum in time".into())),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_)))) => {
-                Err(self.not_leader())
-            }
-            Ok(Err(e)) => Err(ApiError::Unavailable(e.to_string())),
+        match self.reads.barrier(&self.raft, self.write_timeout()).await {
+            Ok(()) => Ok(()),
+            Err(BarrierError::NotLeader) => Err(self.not_leader()),
+            Err(BarrierError::Unavailable(m)) => Err(ApiError::Unavailable(m)),
         }
     }
 
@@ -329,7 +324,8 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         routes,
         config: config.clone(),
         client_addr: client_addr.clone(),
-        peer_clients: Mutex::new(HashMap::new()),
+        reads: Arc::new(ReadBatcher::default()),
+        proposer: Proposer::start(raft.clone()),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

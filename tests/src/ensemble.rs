@@ -166,6 +166,33 @@ impl Ensemble {
         Ok(())
     }
 
+    /// Starts a new member `id` with `--join` (links to and from every other
+    /// member through fresh proxies) and returns the peer address the
+    /// existing members should use for it in `AddMember`.
+    pub async fn start_joining_member(&mut self, id: u64) -> anyhow::Result<String> {
+        let existing: Vec<u64> = self.members.keys().copied().collect();
+        for &j in &existing {
+            self.links.insert((id, j), Proxy::start().await?);
+            self.links.insert((j, id), Proxy::start().await?);
+        }
+        self.members.insert(
+            id,
+            Member {
+                id,
+                data_dir: self.dir.path().join(format!("coord-{id}")),
+                process: None,
+                client_proxy: Proxy::start().await?,
+                client_bound: None,
+                peer_bound: None,
+                restarts: 0,
+            },
+        );
+        self.spawn(id, true)?;
+        self.await_ports(id).await?;
+        let first = existing.first().copied().context("an existing member")?;
+        Ok(self.links[&(first, id)].addr().to_string())
+    }
+
     /// Client addresses (through the client proxies) of all members.
     pub fn client_addrs(&self) -> Vec<String> {
         self.members.values().map(|m| m.client_proxy.addr().to_string()).collect()

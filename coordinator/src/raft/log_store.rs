@@ -1,7 +1,14 @@
 //! The Raft log, vote and commit point in sled.
 //!
-//! Invariant: `append` reports completion only after sled has flushed the
-//! entries to disk; `save_vote` returns only after the vote is on disk.
+//! Invariant: `append` reports completion (the `LogFlushed` callback) only
+//! after sled has flushed the entries to disk; `save_vote` returns only
+//! after the vote is on disk.
+//!
+//! Appends are group-committed: `append` writes the batch into sled and
+//! hands its callback to a flusher task, which flushes once for every
+//! callback that queued up meanwhile. openraft keeps working (replicating,
+//! accepting writes) while the disk syncs. Every flush covers all writes
+//! made before it, so completion order follows append order.
 //! Invariant: the last purged log id is written (and flushed) before any
 //! entry is removed, so `get_log_state` never reports a hole.
 
@@ -22,6 +29,29 @@ pub struct LogStore {
     db: sled::Db,
     logs: sled::Tree,
     meta: sled::Tree,
+    flusher: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+}
+
+/// Flushes sled once per group of pending appends and completes them.
+async fn group_commit(db: sled::Db, mut pending: tokio::sync::mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    let mut group = Vec::new();
+    while let Some(first) = pending.recv().await {
+        group.push(first);
+        while let Ok(more) = pending.try_recv() {
+            group.push(more);
+        }
+        // A synchronous flush on this task: sled's async flush goes through
+        // its own thread pool, which costs more CPU than the sync itself.
+        let result = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => db.flush(),
+            _ => tokio::task::block_in_place(|| db.flush()),
+        }
+        .map(|_| ());
+        for callback in group.drain(..) {
+            let r = result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
+            callback.log_io_completed(r);
+        }
+    }
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -37,8 +67,12 @@ fn write_err<E: std::error::Error + 'static>(e: E) -> StorageError<NodeId> {
 }
 
 impl LogStore {
+    /// Opens the log trees; must run inside a tokio runtime (it starts the
+    /// group-commit task).
     pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
-        Ok(LogStore { db: db.clone(), logs: db.open_tree("raft_log")?, meta: db.open_tree("raft_meta")? })
+        let (flusher, pending) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(group_commit(db.clone(), pending));
+        Ok(LogStore { db: db.clone(), logs: db.open_tree("raft_log")?, meta: db.open_tree("raft_meta")?, flusher })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<NodeId>> {
@@ -130,13 +164,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&index_key(entry.log_id.index), bytes);
         }
         self.logs.apply_batch(batch).map_err(write_err)?;
-        let flushed = self.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
-        let failed = flushed.as_ref().err().map(|e| std::io::Error::other(e.to_string()));
-        callback.log_io_completed(flushed);
-        match failed {
-            Some(e) => Err(write_err(e)),
-            None => Ok(()),
+        if let Err(unsent) = self.flusher.send(callback) {
+            // The flusher only stops with the runtime; flush inline then.
+            let flushed = self.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
+            unsent.0.log_io_completed(flushed);
         }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {

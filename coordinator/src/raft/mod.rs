@@ -17,11 +17,11 @@ use openraft::BasicNode;
 use crate::command::{Command, Response};
 
 openraft::declare_raft_types!(
-    /// Strata's Raft: commands and responses of the namespace, u64 member
-    /// ids, members known by their peer address.
+    /// Strata's Raft: each entry carries a batch of namespace commands
+    /// (see `proposer`), u64 member ids, members known by their peer address.
     pub TypeConfig:
-        D = Command,
-        R = Response,
+        D = Vec<Command>,
+        R = Vec<Response>,
         NodeId = u64,
         Node = BasicNode,
         SnapshotData = Cursor<Vec<u8>>,
@@ -75,7 +75,7 @@ mod conformance {
         use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
         let entry: Entry<TypeConfig> = Entry {
             log_id: LogId::new(CommittedLeaderId::new(3, 1), 9),
-            payload: EntryPayload::Normal(Command {
+            payload: EntryPayload::Normal(vec![Command {
                 request_id: None,
                 op: WriteOp::Create(CreateOp {
                     path: "/a".into(),
@@ -83,7 +83,7 @@ mod conformance {
                     ephemeral_owner: 0,
                     sequential: false,
                 }),
-            }),
+            }]),
         };
         let bytes = super::encode(&entry).expect("encodes");
         let back: Entry<TypeConfig> = super::decode(&bytes).expect("decodes");

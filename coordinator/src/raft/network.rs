@@ -6,7 +6,7 @@
 //! a test) put a proxy on one link without touching the others.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -22,15 +22,36 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::{NodeId, TypeConfig, decode, encode};
 
-/// Builds lazily-connecting channels to peers.
+/// Where peers are, and one shared HTTP/2 channel per peer address.
+///
+/// openraft asks for a fresh network client for every leadership check
+/// (each linearizable read); sharing channels keeps that from opening a TCP
+/// connection per read.
 #[derive(Clone)]
 pub struct PeerRoutes {
     overrides: Arc<HashMap<NodeId, String>>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl PeerRoutes {
     pub fn new(overrides: HashMap<NodeId, String>) -> Self {
-        PeerRoutes { overrides: Arc::new(overrides) }
+        PeerRoutes { overrides: Arc::new(overrides), channels: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// The shared channel to `addr`, created on first use.
+    pub fn shared_channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = Self::channel(addr)?;
+        channels.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Drops the shared channel to `addr` so the next use reconnects.
+    pub fn reset(&self, addr: &str) {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(addr);
     }
 
     pub fn resolve(&self, id: NodeId, membership_addr: Option<&str>) -> Option<String> {
@@ -66,6 +87,7 @@ impl NetworkFactory {
 pub struct PeerConnection {
     target: NodeId,
     addr: String,
+    routes: PeerRoutes,
     client: Option<CoordPeerClient<Channel>>,
 }
 
@@ -74,7 +96,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         let addr = self.routes.resolve(target, Some(&node.addr)).unwrap_or_else(|| node.addr.clone());
-        PeerConnection { target, addr, client: None }
+        PeerConnection { target, addr, routes: self.routes.clone(), client: None }
     }
 }
 
@@ -93,7 +115,7 @@ impl PeerConnection {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let channel = PeerRoutes::channel(&self.addr).map_err(|e| Unreachable::new(&e))?;
+        let channel = self.routes.shared_channel(&self.addr).map_err(|e| Unreachable::new(&e))?;
         // Snapshots and large append batches exceed tonic's 4 MiB default.
         let client = CoordPeerClient::new(channel)
             .max_decoding_message_size(256 * 1024 * 1024)
@@ -129,6 +151,7 @@ impl PeerConnection {
             Ok(Err(status)) => {
                 // Drop the channel so the next call reconnects from scratch.
                 self.client = None;
+                self.routes.reset(&self.addr);
                 return Err(RPCError::Unreachable(Unreachable::new(&status)));
             }
             Ok(Ok(reply)) => reply.into_inner(),

@@ -15,7 +15,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::{NodeId, TypeConfig, decode, encode};
-use crate::command::{Outcome, Response};
+use crate::command::Response;
 use crate::tree::Namespace;
 use crate::watch::WatchHub;
 
@@ -149,7 +149,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((applied.log_id, applied.membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Response>>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -159,25 +159,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             applied.log_id = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => {
-                    let revision = self.shared.read().revision();
-                    responses.push(Response { revision, outcome: Ok(Outcome::Done) });
-                }
-                EntryPayload::Normal(cmd) => {
+                EntryPayload::Blank => responses.push(Vec::new()),
+                EntryPayload::Normal(commands) => {
                     let mut ns = self.shared.write();
-                    let (response, events) = ns.apply(&cmd);
-                    // Publishing inside the lock keeps the hub's notion of
-                    // the current revision in step with what readers see, so
-                    // "read at R, then watch from R+1" neither misses nor
-                    // repeats an event.
-                    self.shared.hub.publish(response.revision, events);
+                    let mut batch = Vec::with_capacity(commands.len());
+                    for cmd in &commands {
+                        let (response, events) = ns.apply(cmd);
+                        // Publishing inside the lock keeps the hub's notion
+                        // of the current revision in step with what readers
+                        // see, so "read at R, then watch from R+1" neither
+                        // misses nor repeats an event.
+                        self.shared.hub.publish(response.revision, events);
+                        batch.push(response);
+                    }
                     drop(ns);
-                    responses.push(response);
+                    responses.push(batch);
                 }
                 EntryPayload::Membership(m) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), m);
-                    let revision = self.shared.read().revision();
-                    responses.push(Response { revision, outcome: Ok(Outcome::Done) });
+                    responses.push(Vec::new());
                 }
             }
             self.shared.set_applied(applied.clone());

@@ -398,3 +398,41 @@ async fn peer_list_that_does_not_match_the_stored_one_is_refused() -> anyhow::Re
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_are_added_and_removed_at_run_time() -> anyhow::Result<()> {
+    let mut ens = Ensemble::start(3).await?;
+    let c = ens.client();
+    c.create("/before", "x", CreateOptions::persistent()).await?;
+    let peer_addr = ens.start_joining_member(4).await?;
+    // Learner first, then voter: the call returns once 4 votes.
+    c.add_member(4, &peer_addr).await?;
+    let status = c.status().await?;
+    let m4 = status.members.iter().find(|m| m.id == 4).expect("member 4 listed");
+    assert!(m4.voter, "member 4 is a voter: {status:?}");
+    c.create("/after", "y", CreateOptions::persistent()).await?;
+    // The new member holds both the old and the new data.
+    let only4 = strata_client::coord::CoordClient::new(&[ens.client_addr(4)])?;
+    eventually("member 4 to apply /after", LONG, || {
+        let only4 = only4.clone();
+        async move {
+            only4.get_with("/before", strata_client::coord::Consistency::Serializable).await?;
+            only4.get_with("/after", strata_client::coord::Consistency::Serializable).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    // With four voters, losing one still leaves a quorum.
+    let leader = ens.leader().await?;
+    let victim = *ens.members.keys().find(|id| **id != leader && **id != 4).expect("a follower");
+    ens.kill9(victim);
+    c.set("/after", "z", None).await?;
+    // Remove the dead member; the ensemble is three voters again.
+    c.remove_member(victim).await?;
+    let status = c.status().await?;
+    assert_eq!(status.members.len(), 3, "{status:?}");
+    assert!(status.members.iter().all(|m| m.id != victim));
+    c.set("/after", "w", None).await?;
+    assert_eq!(c.get("/after").await?.0, Bytes::from("w"));
+    Ok(())
+}
