@@ -63,7 +63,8 @@ impl CoordError {
             ErrorCode::DataTooLarge => CoordError::DataTooLarge(m),
             ErrorCode::Compacted => CoordError::Compacted { compact_revision: d.compact_revision },
             ErrorCode::NotLeader | ErrorCode::Unavailable => CoordError::Unavailable(m),
-            ErrorCode::Internal | ErrorCode::Unspecified => CoordError::Internal(m),
+            // Codes only brokers send cannot come from the ensemble.
+            _ => CoordError::Internal(m),
         };
         let leader_addr = if d.code() == ErrorCode::NotLeader { d.leader_addr } else { String::new() };
         (e, d.leader_id, leader_addr)

@@ -4,3 +4,4 @@
 pub mod cli;
 pub mod coord;
 pub mod perf;
+pub mod producer;
