@@ -5,7 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.bytes(["."]);
     tonic_prost_build::configure().build_server(true).build_client(true).compile_with_config(
         config,
-        &["proto/common.proto", "proto/coord.proto", "proto/coord_peer.proto"],
+        &["proto/common.proto", "proto/coord.proto", "proto/coord_peer.proto", "proto/broker.proto"],
         &["proto"],
     )?;
     Ok(())

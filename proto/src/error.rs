@@ -16,7 +16,22 @@ pub fn status_from_detail(detail: ErrorDetail) -> tonic::Status {
         ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
         ErrorCode::InvalidArgument | ErrorCode::DataTooLarge => tonic::Code::InvalidArgument,
         ErrorCode::Compacted => tonic::Code::OutOfRange,
-        ErrorCode::Internal | ErrorCode::Unspecified => tonic::Code::Internal,
+        ErrorCode::Internal | ErrorCode::Unspecified | ErrorCode::StorageError => tonic::Code::Internal,
+        ErrorCode::UnknownTopicOrPartition => tonic::Code::NotFound,
+        ErrorCode::NotLeaderForPartition
+        | ErrorCode::NotEnoughReplicas
+        | ErrorCode::RequestTimedOut
+        | ErrorCode::LeaderNotAvailable
+        | ErrorCode::BrokerNotAvailable => tonic::Code::Unavailable,
+        ErrorCode::TopicAlreadyExists => tonic::Code::AlreadyExists,
+        ErrorCode::OffsetOutOfRange => tonic::Code::OutOfRange,
+        ErrorCode::MessageTooLarge
+        | ErrorCode::CorruptRecord
+        | ErrorCode::InvalidRequest
+        | ErrorCode::InvalidPartitions
+        | ErrorCode::InvalidReplicationFactor
+        | ErrorCode::InvalidConfig
+        | ErrorCode::InvalidTopic => tonic::Code::InvalidArgument,
     };
     let message = detail.message.clone();
     tonic::Status::with_details(grpc_code, message, detail.encode_to_vec().into())

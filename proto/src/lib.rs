@@ -10,6 +10,10 @@ pub mod coord {
     tonic::include_proto!("strata.coord.v1");
 }
 
+pub mod broker {
+    tonic::include_proto!("strata.broker.v1");
+}
+
 pub mod coord_peer {
     tonic::include_proto!("strata.coord.peer.v1");
 }
