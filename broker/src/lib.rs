@@ -1,3 +1,12 @@
-//! The Strata broker. Today: the partition log storage engine (`log`).
+//! strata-broker: stores partitions as segment files (`log`), serves
+//! produce/fetch (`replica`, `service`), mirrors cluster metadata from the
+//! ensemble and runs the controller (`metadata`). See ARCHITECTURE.md.
 
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod config;
 pub mod log;
+pub mod metadata;
+pub mod replica;
+pub mod server;
+pub mod service;

@@ -2,6 +2,7 @@
 //! producer, consumer and admin clients grow here.
 
 pub mod cli;
-pub mod coord;
+/// The ensemble client lives in its own crate so brokers can use it too.
+pub use strata_coord_client as coord;
 pub mod perf;
 pub mod producer;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use strata_client::coord::{CoordClient, CoordConfig};
+use strata_coord_client::{CoordClient, CoordConfig};
 
 use crate::process::{ChildProcess, binary};
 use crate::proxy::Proxy;

@@ -1,11 +1,13 @@
 //! Test harness: the real binaries as child processes on port 0, cuttable TCP
 //! proxies on every link, and deadline-based waiting.
 
+pub mod cluster;
 pub mod ensemble;
 pub mod process;
 pub mod proxy;
 pub mod wait;
 
+pub use cluster::Cluster;
 pub use ensemble::Ensemble;
 pub use process::{ChildProcess, binary};
 pub use proxy::Proxy;

@@ -1,4 +1,4 @@
-//! Client of the coordinator ensemble: finds the leader, retries safely across
+//! strata-coord-client: the client of the coordinator ensemble: finds the leader, retries safely across
 //! leader changes, keeps sessions alive and resumes watches without gaps.
 //!
 //! Writes carry a request id (client id + sequence) that stays the same

@@ -5,7 +5,9 @@ async fn main() {
     let cli = strata_client::cli::Cli::parse();
     // Servers started by `strata dev` log at info; the CLI itself stays quiet.
     let default = match cli.command {
-        strata_client::cli::Command::InternalCoordinator(_) => "info,openraft=warn,sled=warn",
+        strata_client::cli::Command::InternalCoordinator(_) | strata_client::cli::Command::InternalBroker(_) => {
+            "info,openraft=warn,sled=warn"
+        }
         _ => "warn",
     };
     tracing_subscriber::fmt()

@@ -1,4 +1,5 @@
-//! `strata dev`: a whole local cluster in one command.
+//! `strata dev`: a whole local cluster (coordinators and brokers) in one
+//! command.
 //!
 //! The `strata` binary carries the coordinator (and, as it lands, the
 //! broker) as libraries and starts each member as a child process of
@@ -25,6 +26,9 @@ pub struct DevArgs {
     /// First coordinator client port; peers use this + 100.
     #[arg(long, default_value_t = 9181)]
     pub coordinator_port: u16,
+    /// First broker port.
+    #[arg(long, default_value_t = 9092)]
+    pub broker_port: u16,
 }
 
 struct Member {
@@ -52,6 +56,16 @@ fn spawn_member(name: &str, args: &[String], log: &Path) -> anyhow::Result<Membe
     }
     let child = cmd.spawn().with_context(|| format!("cannot start {name}"))?;
     Ok(Member { name: name.to_string(), child, log: log.to_path_buf() })
+}
+
+/// A start-up failure message if any member has exited.
+fn exited(members: &mut [Member]) -> Option<String> {
+    for m in members.iter_mut() {
+        if let Ok(Some(status)) = m.child.try_wait() {
+            return Some(format!("{} exited with {status} during start-up:\n{}", m.name, tail(&m.log, 20)));
+        }
+    }
+    None
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -119,13 +133,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     )?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        for m in members.iter_mut() {
-            if let Ok(Some(status)) = m.child.try_wait() {
-                let log = tail(&m.log, 20);
-                let name = m.name.clone();
-                stop_all(&mut members);
-                bail!("{name} exited with {status} during start-up:\n{log}");
-            }
+        if let Some(msg) = exited(&mut members) {
+            stop_all(&mut members);
+            bail!("{msg}");
         }
         if let Ok(s) = client.status().await
             && s.leader_id != 0
@@ -139,15 +149,59 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("Strata dev cluster is up ({n} coordinator{}).", if n == 1 { "" } else { "s" });
+    let broker_addrs: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}", args.broker_port + i)).collect();
+    for i in 0..n {
+        let id = i + 1;
+        let broker_args = vec![
+            "internal-broker".to_string(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            broker_addrs[i as usize].clone(),
+            "--coordinators".into(),
+            client_addrs.join(","),
+            "--data-dir".into(),
+            args.data_dir.join(format!("broker-{id}")).display().to_string(),
+        ];
+        let log = logs.join(format!("broker-{id}.log"));
+        match spawn_member(&format!("broker-{id}"), &broker_args, &log) {
+            Ok(m) => members.push(m),
+            Err(e) => {
+                stop_all(&mut members);
+                return Err(e);
+            }
+        }
+    }
+    // Healthy when every broker is registered in the ensemble.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(msg) = exited(&mut members) {
+            stop_all(&mut members);
+            bail!("{msg}");
+        }
+        if let Ok((ids, _)) = client.children("/brokers/ids").await
+            && ids.len() == n as usize
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            stop_all(&mut members);
+            bail!("the brokers did not register within 60 s; logs are in {}", logs.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let plural = if n == 1 { "" } else { "s" };
+    println!("Strata dev cluster is up ({n} coordinator{plural}, {n} broker{plural}).");
+    println!("  bootstrap:    {}", broker_addrs.join(","));
     println!("  coordinators: {}", client_addrs.join(","));
     println!("  data:         {}", args.data_dir.display());
     println!("  logs:         {}", logs.display());
     println!();
     println!("Try, in another terminal:");
     println!("  strata cluster status");
-    println!("  strata coord set /hello world");
-    println!("  strata coord get /hello");
+    println!("  strata topic create demo --partitions 3 --replication-factor 1");
+    println!("  seq 1 10 | strata produce demo");
+    println!("  strata consume demo --from-beginning --max-messages 10");
     println!();
     println!("Ctrl-C stops every member.");
 

@@ -52,11 +52,14 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::perf::PerfCommand,
     },
-    /// Run a local cluster (3 coordinators) until Ctrl-C.
+    /// Run a local cluster (3 coordinators, 3 brokers) until Ctrl-C.
     Dev(dev::DevArgs),
     /// Runs a coordinator member in this process (what `strata dev` starts).
     #[command(hide = true)]
     InternalCoordinator(strata_coordinator::config::Flags),
+    /// Runs a broker in this process (what `strata dev` starts).
+    #[command(hide = true)]
+    InternalBroker(strata_broker::config::Flags),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -67,6 +70,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Perf { command } => crate::perf::run(command).await,
         Command::Dev(args) => dev::run(args).await,
         Command::InternalCoordinator(flags) => run_coordinator(flags).await,
+        Command::InternalBroker(flags) => run_broker(flags).await,
     };
     match result {
         Ok(()) => 0,
@@ -81,4 +85,10 @@ async fn run_coordinator(flags: strata_coordinator::config::Flags) -> anyhow::Re
     let config = strata_coordinator::config::Config::from_flags(flags)?;
     let shutdown = strata_coordinator::shutdown::on_signals();
     strata_coordinator::server::run(config, shutdown).await
+}
+
+async fn run_broker(flags: strata_broker::config::Flags) -> anyhow::Result<()> {
+    let config = strata_broker::config::Config::from_flags(flags)?;
+    let shutdown = strata_broker::server::on_signals();
+    strata_broker::server::run(config, shutdown).await
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use strata_client::coord::{CoordConfig, CoordError, CreateOptions, EventType, SessionState, Txn};
+use strata_coord_client::{CoordConfig, CoordError, CreateOptions, EventType, SessionState, Txn};
 use strata_proto::common::ErrorCode;
 use strata_proto::coord as pb;
 use strata_proto::error::detail_from_status;
@@ -144,7 +144,7 @@ async fn cut_off_watcher_resumes_with_each_event_once_in_order() -> anyhow::Resu
     // proxy, which the test cuts; the writer keeps reaching the leader.
     let leader = ens.leader().await?;
     let follower = *ens.members.keys().find(|id| **id != leader).expect("a follower");
-    let watcher = strata_client::coord::CoordClient::new(&[ens.client_addr(follower)])?;
+    let watcher = strata_coord_client::CoordClient::new(&[ens.client_addr(follower)])?;
     let mut stream = watcher.watch("/w", true, root.mod_revision + 1);
     let collector = tokio::spawn(async move {
         let mut seen = Vec::new();
@@ -412,12 +412,12 @@ async fn members_are_added_and_removed_at_run_time() -> anyhow::Result<()> {
     assert!(m4.voter, "member 4 is a voter: {status:?}");
     c.create("/after", "y", CreateOptions::persistent()).await?;
     // The new member holds both the old and the new data.
-    let only4 = strata_client::coord::CoordClient::new(&[ens.client_addr(4)])?;
+    let only4 = strata_coord_client::CoordClient::new(&[ens.client_addr(4)])?;
     eventually("member 4 to apply /after", LONG, || {
         let only4 = only4.clone();
         async move {
-            only4.get_with("/before", strata_client::coord::Consistency::Serializable).await?;
-            only4.get_with("/after", strata_client::coord::Consistency::Serializable).await?;
+            only4.get_with("/before", strata_coord_client::Consistency::Serializable).await?;
+            only4.get_with("/after", strata_coord_client::Consistency::Serializable).await?;
             Ok(())
         }
     })

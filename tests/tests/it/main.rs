@@ -1,4 +1,5 @@
 //! One integration-test binary for the whole system: every test starts the
 //! real binaries (built by `cargo build --workspace --bins`) as children.
 
+mod broker;
 mod coord;

@@ -1,0 +1,103 @@
+//! Broker configuration: flags (and environment) over an optional TOML file.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+#[derive(Debug, Parser, Default)]
+#[command(name = "strata-broker", version, about = "Strata broker: stores and serves partitions")]
+pub struct Flags {
+    /// This broker's id (0 or more, unique in the cluster).
+    #[arg(long, env = "STRATA_BROKER_ID")]
+    pub id: Option<i32>,
+    /// Address for client traffic (Broker and Admin gRPC services).
+    #[arg(long, env = "STRATA_BROKER_LISTEN")]
+    pub listen: Option<String>,
+    /// Address clients are told to use; defaults to the bound --listen address.
+    #[arg(long, env = "STRATA_BROKER_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Coordinator ensemble client addresses, comma separated.
+    #[arg(long, env = "STRATA_COORDINATORS")]
+    pub coordinators: Option<String>,
+    #[arg(long, env = "STRATA_BROKER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Rack (failure domain) for replica placement.
+    #[arg(long, env = "STRATA_BROKER_RACK")]
+    pub rack: Option<String>,
+    /// TOML file with any of the settings above plus tuning knobs.
+    #[arg(long, env = "STRATA_BROKER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Write the bound address as JSON here once serving (scripts and tests).
+    #[arg(long)]
+    pub port_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<i32>,
+    listen: Option<String>,
+    advertise: Option<String>,
+    coordinators: Option<String>,
+    data_dir: Option<PathBuf>,
+    rack: Option<String>,
+    session_timeout_ms: Option<u64>,
+    max_request_bytes: Option<usize>,
+    max_open_segments: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: i32,
+    pub listen: String,
+    pub advertise: Option<String>,
+    pub coordinators: Vec<String>,
+    pub data_dir: PathBuf,
+    pub rack: String,
+    pub port_file: Option<PathBuf>,
+    pub session_timeout_ms: u64,
+    pub max_request_bytes: usize,
+    pub max_open_segments: usize,
+}
+
+impl Config {
+    pub fn from_flags(flags: Flags) -> anyhow::Result<Config> {
+        let file: FileConfig = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let id = flags.id.or(file.id).context("--id is required")?;
+        if id < 0 {
+            bail!("--id must be 0 or more");
+        }
+        let coordinators: Vec<String> = flags
+            .coordinators
+            .or(file.coordinators)
+            .context("--coordinators is required (e.g. 127.0.0.1:9181,127.0.0.1:9182,127.0.0.1:9183)")?
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if coordinators.is_empty() {
+            bail!("--coordinators lists no address");
+        }
+        Ok(Config {
+            id,
+            listen: flags.listen.or(file.listen).context("--listen is required")?,
+            advertise: flags.advertise.or(file.advertise),
+            coordinators,
+            data_dir: flags.data_dir.or(file.data_dir).context("--data-dir is required")?,
+            rack: flags.rack.or(file.rack).unwrap_or_default(),
+            port_file: flags.port_file,
+            session_timeout_ms: file.session_timeout_ms.unwrap_or(6_000),
+            max_request_bytes: file.max_request_bytes.unwrap_or(64 * 1024 * 1024),
+            max_open_segments: file.max_open_segments.unwrap_or(4096),
+        })
+    }
+}

@@ -1,0 +1,186 @@
+//! A running broker: data dir checks, ensemble session and registration,
+//! metadata cache, replica manager, controller, gRPC, clean shutdown.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+use strata_coord_client::{CoordClient, SessionState};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::log::{LogConfig, LogManager, SystemClock};
+use crate::metadata::model::{BrokerRegistration, ClusterMetadata};
+use crate::metadata::{cache, controller, registration};
+use crate::replica::{ReplicaConfig, ReplicaManager};
+use crate::service::Services;
+use crate::service::admin::AdminService;
+
+/// Turns SIGTERM / SIGINT into a shutdown signal.
+pub fn on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = term => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BrokerFile {
+    format: u32,
+    broker_id: i32,
+}
+
+const BROKER_FILE: &str = "broker.toml";
+
+fn check_data_dir(config: &Config) -> anyhow::Result<File> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    let lock = File::create(dir.join("LOCK")).with_context(|| format!("data dir {} is not writable", dir.display()))?;
+    if lock.try_lock().is_err() {
+        bail!("data dir {} is in use by another process", dir.display());
+    }
+    let path = dir.join(BROKER_FILE);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let stored: BrokerFile = toml::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+        if stored.broker_id != config.id {
+            bail!("data dir {} belongs to broker {}, not {}", dir.display(), stored.broker_id, config.id);
+        }
+    } else {
+        let foreign = std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .any(|e| e.file_name() != "LOCK" && !e.file_name().to_string_lossy().starts_with('.'));
+        if foreign {
+            bail!("data dir {} holds files but no {BROKER_FILE}: it does not belong to a Strata broker", dir.display());
+        }
+        let text = toml::to_string(&BrokerFile { format: 1, broker_id: config.id })?;
+        let tmp = dir.join(format!("{BROKER_FILE}.tmp"));
+        std::fs::write(&tmp, text)?;
+        File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(lock)
+}
+
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let _lock = check_data_dir(&config)?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is the port in use by another process?)", config.listen))?;
+    let bound = listener.local_addr()?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| bound.to_string());
+
+    let coord = CoordClient::new(&config.coordinators)?;
+    cache::ensure_namespace(&coord)
+        .await
+        .with_context(|| format!("cannot reach the coordinator ensemble at {}", config.coordinators.join(",")))?;
+    let metadata = cache::start(coord.clone());
+
+    let logs = LogManager::open(
+        config.data_dir.join("logs"),
+        LogConfig::default(),
+        config.max_open_segments,
+        Arc::new(SystemClock),
+    )
+    .with_context(|| format!("cannot open the logs in {}", config.data_dir.display()))?;
+    let replicas = ReplicaManager::new(config.id, logs, metadata.clone(), ReplicaConfig::default());
+
+    let registration =
+        BrokerRegistration { addr: advertise.clone(), rack: config.rack.clone(), incarnation: rand::random() };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let membership =
+        tokio::spawn(membership_loop(coord.clone(), config.clone(), registration, metadata.clone(), stop_rx.clone()));
+
+    let services = Arc::new(Services {
+        replicas: replicas.clone(),
+        metadata: metadata.clone(),
+        admin: AdminService { coord: coord.clone(), metadata: metadata.clone() },
+        max_request_bytes: config.max_request_bytes,
+    });
+    let server = tokio::spawn(crate::service::serve(services, listener, stop_rx.clone()));
+    if let Some(path) = &config.port_file {
+        let json = serde_json::json!({ "id": config.id, "addr": bound.to_string(), "advertise": advertise });
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, json.to_string())?;
+        std::fs::rename(&tmp, path)?;
+    }
+    tracing::info!(id = config.id, addr = %bound, advertise = %advertise, "broker serving");
+
+    let mut shutdown = shutdown;
+    let _ = shutdown.wait_for(|s| *s).await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), membership).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    replicas.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Keeps this broker registered (re-registering after a session loss) and
+/// runs the controller contention for as long as the session lives.
+async fn membership_loop(
+    coord: CoordClient,
+    config: Config,
+    registration: BrokerRegistration,
+    metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let ttl = Duration::from_millis(config.session_timeout_ms);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let session = match registration::register(&coord, config.id, &registration, ttl, ttl * 2).await {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::error!(error = %e, "registration failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        };
+        let controller =
+            tokio::spawn(controller::run(coord.clone(), config.id, session.clone(), metadata.clone(), stop.clone()));
+        let mut state = session.state_watch();
+        tokio::select! {
+            _ = state.wait_for(|s| *s != SessionState::Alive) => {
+                tracing::warn!("ensemble session lost; registering again");
+            }
+            _ = stop.changed() => {}
+        }
+        controller.abort();
+        let _ = controller.await;
+        if *stop.borrow() {
+            // Closing the session removes the registration (and the
+            // controller node, if held) at once rather than after the TTL.
+            if let Ok(session) = Arc::try_unwrap(session)
+                && let Err(e) = session.close().await
+            {
+                tracing::warn!(error = %e, "closing the ensemble session");
+            }
+            return;
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Fetch: protobuf ⇄ [`ReplicaManager::fetch`].
+
+use std::time::Duration;
+
+use strata_proto::broker as pb;
+use strata_proto::common::{ErrorCode, ErrorDetail};
+use strata_proto::error::status_from_detail;
+use tonic::Status;
+
+use super::produce::offset;
+use crate::replica::{FetchParams, FetchPartition, FetchResult, ReplicaError, ReplicaManager};
+
+/// Handles a Fetch call (long-poll). A 0 `max_bytes` or
+/// `partition_max_bytes` means "the broker's default"; `max_bytes` and
+/// `max_wait_ms` are capped by the broker's config.
+pub async fn fetch(rm: &ReplicaManager, req: pb::FetchRequest) -> Result<pb::FetchResponse, Status> {
+    if req.replica_id < -1 {
+        return Err(status_from_detail(ErrorDetail {
+            code: ErrorCode::InvalidRequest as i32,
+            message: format!("replica_id {} (use -1 for consumers)", req.replica_id),
+            ..Default::default()
+        }));
+    }
+    let config = rm.config();
+    let max_bytes = match usize::try_from(req.max_bytes) {
+        Ok(0) | Err(_) => config.max_fetch_bytes,
+        Ok(n) => n.min(config.max_fetch_bytes),
+    };
+    let params = FetchParams {
+        max_wait: Duration::from_millis(u64::from(req.max_wait_ms)),
+        min_bytes: usize::try_from(req.min_bytes).unwrap_or(usize::MAX),
+        max_bytes,
+        replica_id: req.replica_id,
+    };
+    let partitions = req
+        .partitions
+        .into_iter()
+        .map(|p| FetchPartition {
+            topic: p.topic,
+            partition: p.partition,
+            offset: p.fetch_offset,
+            partition_max_bytes: match usize::try_from(p.partition_max_bytes) {
+                Ok(0) | Err(_) => config.default_partition_fetch_bytes,
+                Ok(n) => n,
+            },
+        })
+        .collect();
+    let results = rm.fetch(params, partitions).await;
+    Ok(pb::FetchResponse { partitions: results.into_iter().map(to_pb).collect() })
+}
+
+fn to_pb(r: FetchResult) -> pb::FetchPartitionResponse {
+    match r.outcome {
+        Ok(d) => pb::FetchPartitionResponse {
+            topic: r.topic,
+            partition: r.partition,
+            error: None,
+            high_watermark: offset(d.high_watermark),
+            log_start_offset: offset(d.log_start_offset),
+            log_end_offset: offset(d.log_end_offset),
+            records: d.records,
+        },
+        Err(e) => {
+            // OFFSET_OUT_OF_RANGE tells the consumer where the log is, so it
+            // can reset without another round trip.
+            let (start, end) = match &e {
+                ReplicaError::OffsetOutOfRange { start, end, .. } => (offset(*start), offset(*end)),
+                _ => (-1, -1),
+            };
+            pb::FetchPartitionResponse {
+                topic: r.topic,
+                partition: r.partition,
+                error: Some(e.to_pb()),
+                high_watermark: -1,
+                log_start_offset: start,
+                log_end_offset: end,
+                records: Default::default(),
+            }
+        }
+    }
+}
