@@ -354,7 +354,9 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     for task in [session_loop, directory_loop, member_file_loop] {
         let _ = task.await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    // Long-lived watch and keep-alive streams would hold a graceful drain
+    // open indefinitely; give in-flight calls a moment, then stop.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = client_server.await;
         let _ = peer_server.await;
     })

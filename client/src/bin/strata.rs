@@ -8,7 +8,8 @@ async fn main() {
         strata_client::cli::Command::InternalCoordinator(_) | strata_client::cli::Command::InternalBroker(_) => {
             "info,openraft=warn,sled=warn"
         }
-        _ => "warn",
+        // The CLI reports failures itself; retries in progress are noise.
+        _ => "error",
     };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -230,7 +230,7 @@ async fn delete_recursive(c: &CoordClient, path: &str) -> Result<(), CoordError>
     Ok(())
 }
 
-pub async fn run_cluster(args: &CoordArgs, command: ClusterCommand) -> anyhow::Result<()> {
+pub async fn run_cluster(args: &CoordArgs, bootstrap: &str, command: ClusterCommand) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Status => {
             let c = client(args)?;
@@ -241,18 +241,34 @@ pub async fn run_cluster(args: &CoordArgs, command: ClusterCommand) -> anyhow::R
             if s.members.is_empty() {
                 bail!("the ensemble has no members yet (still bootstrapping?)");
             }
+            // Brokers are optional: an ensemble may run alone.
+            let addrs: Vec<String> =
+                bootstrap.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+            let brokers = match crate::metadata::MetadataClient::new(&addrs, Default::default()) {
+                Ok(m) => tokio::time::timeout(Duration::from_secs(5), m.fetch(&[])).await.ok().and_then(Result::ok),
+                Err(_) => None,
+            };
             if args.json {
                 let members: Vec<_> = s
                     .members
                     .iter()
                     .map(|m| json!({ "id": m.id, "addr": m.client_addr, "peer_addr": m.peer_addr, "role": m.role }))
                     .collect();
+                let broker_list: Vec<_> = brokers
+                    .as_ref()
+                    .map(|b| b.brokers.iter().map(|b| json!({ "id": b.id, "addr": b.addr, "rack": b.rack })).collect())
+                    .unwrap_or_default();
                 println!(
                     "{}",
-                    json!({ "coordinator": {
-                        "leader_id": s.leader_id, "term": s.term, "revision": s.revision,
-                        "applied_index": s.applied_index, "sessions": s.sessions, "nodes": s.nodes,
-                        "members": members } })
+                    json!({
+                        "coordinator": {
+                            "leader_id": s.leader_id, "term": s.term, "revision": s.revision,
+                            "applied_index": s.applied_index, "sessions": s.sessions, "nodes": s.nodes,
+                            "members": members },
+                        "controller_id": brokers.as_ref().map_or(-1, |b| b.controller_id),
+                        "brokers": broker_list,
+                        "topics": brokers.as_ref().map_or(0, |b| b.topics.len()),
+                    })
                 );
             } else {
                 println!(
@@ -262,6 +278,22 @@ pub async fn run_cluster(args: &CoordArgs, command: ClusterCommand) -> anyhow::R
                 println!("{:<4} {:<9} {:<22} {:<22}", "ID", "ROLE", "CLIENT ADDR", "PEER ADDR");
                 for m in &s.members {
                     println!("{:<4} {:<9} {:<22} {:<22}", m.id, m.role, m.client_addr, m.peer_addr);
+                }
+                match &brokers {
+                    Some(b) => {
+                        println!();
+                        println!(
+                            "brokers: {} live · controller {} · {} topics",
+                            b.brokers.len(),
+                            b.controller_id,
+                            b.topics.len()
+                        );
+                        println!("{:<4} {:<22} {:<10}", "ID", "ADDR", "RACK");
+                        for br in &b.brokers {
+                            println!("{:<4} {:<22} {:<10}", br.id, br.addr, br.rack);
+                        }
+                    }
+                    None => println!("\nbrokers: none reachable at {bootstrap}"),
                 }
             }
         }

@@ -74,7 +74,16 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Stops brokers before coordinators, so brokers can still close their
+/// ensemble sessions (deregistering at once) on the way out.
 fn stop_all(members: &mut [Member]) {
+    let (brokers, coordinators): (Vec<&mut Member>, Vec<&mut Member>) =
+        members.iter_mut().partition(|m| m.name.starts_with("broker"));
+    stop_group(brokers);
+    stop_group(coordinators);
+}
+
+fn stop_group(mut members: Vec<&mut Member>) {
     for m in members.iter() {
         // SAFETY: signalling children we spawned and have not reaped.
         unsafe {

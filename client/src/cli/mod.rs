@@ -1,12 +1,32 @@
 //! The `strata` command line. Prints for people by default, JSON with
 //! `--json`; exit code 0 on success, 1 on a failed operation, 2 on bad usage.
 
+pub mod consume;
 pub mod coord;
 pub mod dev;
+pub mod produce;
+pub mod topic;
 
 use clap::{Args, Parser, Subcommand};
 
 pub const DEFAULT_COORDINATORS: &str = "127.0.0.1:9181,127.0.0.1:9182,127.0.0.1:9183";
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094";
+
+#[derive(Debug, Args, Clone)]
+pub struct BrokerArgs {
+    /// Broker addresses to bootstrap from, comma separated.
+    #[arg(long, env = "STRATA_BOOTSTRAP", default_value = DEFAULT_BOOTSTRAP, global = true)]
+    pub bootstrap: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl BrokerArgs {
+    pub fn addrs(&self) -> Vec<String> {
+        self.bootstrap.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about = "Strata: a distributed, replicated commit log")]
@@ -40,12 +60,35 @@ pub enum Command {
         #[command(subcommand)]
         command: coord::CoordCommand,
     },
-    /// Cluster-wide views.
+    /// Cluster-wide views: brokers, controller and ensemble.
     Cluster {
         #[command(flatten)]
         args: CoordArgs,
+        #[arg(long, env = "STRATA_BOOTSTRAP", default_value = DEFAULT_BOOTSTRAP, global = true)]
+        bootstrap: String,
         #[command(subcommand)]
         command: coord::ClusterCommand,
+    },
+    /// Create, list, describe, alter and delete topics.
+    Topic {
+        #[command(flatten)]
+        args: BrokerArgs,
+        #[command(subcommand)]
+        command: topic::TopicCommand,
+    },
+    /// Send stdin lines to a topic, one record per line.
+    Produce {
+        #[command(flatten)]
+        args: BrokerArgs,
+        #[command(flatten)]
+        produce: produce::ProduceArgs,
+    },
+    /// Print a topic's records.
+    Consume {
+        #[command(flatten)]
+        args: BrokerArgs,
+        #[command(flatten)]
+        consume: consume::ConsumeArgs,
     },
     /// Load tests with progress and latency percentiles.
     Perf {
@@ -66,7 +109,10 @@ pub enum Command {
 pub async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Coord { args, command } => coord::run_coord(&args, command).await,
-        Command::Cluster { args, command } => coord::run_cluster(&args, command).await,
+        Command::Cluster { args, bootstrap, command } => coord::run_cluster(&args, &bootstrap, command).await,
+        Command::Topic { args, command } => topic::run(&args, command).await,
+        Command::Produce { args, produce } => produce::run(&args, produce).await,
+        Command::Consume { args, consume } => consume::run(&args, consume).await,
         Command::Perf { command } => crate::perf::run(command).await,
         Command::Dev(args) => dev::run(args).await,
         Command::InternalCoordinator(flags) => run_coordinator(flags).await,

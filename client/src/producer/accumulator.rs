@@ -408,6 +408,17 @@ impl RecordAccumulator {
     /// [`drain`](Self::drain), but only from partitions for which `include`
     /// returns true (say, those with a known leader and no batch in flight).
     pub fn drain_filtered(&self, now: Instant, mut include: impl FnMut(&str, u32) -> bool) -> Vec<ReadyBatch> {
+        self.drain_while(now, |topic, partition, _| include(topic, partition))
+    }
+
+    /// [`drain`](Self::drain), asking `take(topic, partition, size)` about
+    /// each ready batch, oldest first per partition, before taking it;
+    /// `size` is the batch's size before compression (an upper bound on
+    /// what it will weigh on the wire). The first `false` leaves that batch
+    /// and the partition's later ones for another drain, which keeps each
+    /// partition's batches in order. This is how the sender fills requests
+    /// up to a byte budget per broker.
+    pub fn drain_while(&self, now: Instant, mut take: impl FnMut(&str, u32, usize) -> bool) -> Vec<ReadyBatch> {
         let linger = self.inner.config.linger;
         let mut taken = Vec::new();
         {
@@ -415,10 +426,14 @@ impl RecordAccumulator {
             let force = state.flushes > 0 || state.closed || self.inner.ledger.pool.has_waiters();
             let identity = state.identity;
             for (partition, queue) in state.queues_mut() {
-                if queue.batches.is_empty() || !include(&queue.topic, partition) {
+                if queue.batches.is_empty() {
                     continue;
                 }
-                while let Some(batch) = pop_front_if(&mut queue.batches, |b| force || b.full || b.age(now) >= linger) {
+                let topic = &queue.topic;
+                let mut ready = |b: &OpenBatch| {
+                    (force || b.full || b.age(now) >= linger) && take(topic, partition, b.builder.estimated_size())
+                };
+                while let Some(batch) = pop_front_if(&mut queue.batches, &mut ready) {
                     let producer = match identity {
                         Some(id) => {
                             let count = u32::try_from(batch.builder.len()).unwrap_or(u32::MAX);
@@ -510,6 +525,11 @@ impl RecordAccumulator {
         let _flushing = Flushing(&self.inner);
         self.inner.wakeup.notify_one();
         futures::future::join_all(pending).await;
+    }
+
+    /// Whether [`close`](Self::close) or [`abort`](Self::abort) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().closed
     }
 
     /// Refuses further appends with [`ProduceError::Closed`] (appends waiting

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use strata_proto::record_batch::BatchError;
 
+use crate::error::ClientError;
+
 /// The outcome of a failed `send`, delivered through the record's delivery
 /// future.
 ///
@@ -24,12 +26,14 @@ pub enum ProduceError {
     /// The partition is not one of the topic's partitions.
     #[error("topic {topic} has {partition_count} partitions; {partition} is not one of them")]
     InvalidPartition { topic: String, partition: u32, partition_count: u32 },
-    /// The broker refused the batch. `code` is the raw
-    /// `strata_proto::common::ErrorCode` value, kept raw so that codes added
-    /// by newer brokers survive; `retriable` says whether sending the same
-    /// batch again may succeed.
-    #[error("broker error {code}: {message}")]
-    Broker { code: i32, message: String, retriable: bool },
+    /// The broker refused the batch, or the request carrying it failed and
+    /// could not be retried (retries exhausted, or the error is final).
+    #[error("{0}")]
+    Broker(ClientError),
+    /// The topic's partitions could not be learned within `max_block` (the
+    /// topic does not exist, or no broker answered).
+    #[error("no metadata for the record's topic: {0}")]
+    Metadata(ClientError),
     /// The record could not be encoded into a batch.
     #[error("record could not be encoded: {0}")]
     Encode(#[from] BatchError),
@@ -44,6 +48,6 @@ pub enum ProduceError {
 impl ProduceError {
     /// Whether sending the same batch again may succeed.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, ProduceError::Broker { retriable: true, .. })
+        matches!(self, ProduceError::Broker(e) if e.is_retriable())
     }
 }

@@ -1,26 +1,32 @@
-//! The producer's transport-independent core: partitioners, the record
-//! accumulator (batching, linger, compression, bounded memory with
-//! back-pressure, delivery futures, idempotence sequences), and the
-//! [`ProduceTransport`] trait the network side implements.
+//! The producer: partitioners, the record accumulator (batching, linger,
+//! compression, bounded memory with back-pressure, delivery futures,
+//! idempotence sequences), the sender loop that carries batches to
+//! partition leaders with retries, and [`Producer`], which ties them to a
+//! [`MetadataClient`](crate::metadata::MetadataClient).
 //!
-//! Nothing here opens a connection or reads the clock for its rules; callers
-//! pass `now` in.
+//! The accumulator opens no connection and reads no clock for its rules;
+//! callers pass `now` in. The network sits behind [`ProduceTransport`].
 
 mod accumulator;
 mod batch;
+mod client;
 mod error;
 mod memory;
 mod partitioner;
+mod sender;
 mod sequence;
 mod transport;
 
+#[cfg(test)]
+mod sender_tests;
 #[cfg(test)]
 mod tests;
 
 pub use accumulator::{AccumulatorConfig, RecordAccumulator};
 pub use batch::{BatchAck, DeliveryFuture, ReadyBatch, RecordMetadata};
+pub use client::{Producer, ProducerConfig};
 pub use error::ProduceError;
 pub use partitioner::{DefaultPartitioner, Partitioner, RoundRobinPartitioner, murmur2_partition};
 pub use sequence::{ProducerIdentity, SequenceTracker, increment_sequence};
 pub use strata_proto::record_batch::{Compression, Record, RecordHeader};
-pub use transport::{Acks, ProduceTransport};
+pub use transport::{Acks, GrpcTransport, ProduceTransport};

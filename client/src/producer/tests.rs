@@ -18,6 +18,7 @@ use strata_proto::record_batch::{
 };
 
 use super::*;
+use crate::error::ClientError;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -90,13 +91,9 @@ struct FakeLog {
     log_append_time: Option<i64>,
 }
 
-impl ProduceTransport for FakeLog {
-    async fn produce(
-        &self,
-        _acks: Acks,
-        _timeout: Duration,
-        batches: &[ReadyBatch],
-    ) -> Vec<Result<BatchAck, ProduceError>> {
+impl FakeLog {
+    /// Appends each batch and answers its outcome, in the order given.
+    fn produce(&self, batches: &[ReadyBatch]) -> Vec<Result<BatchAck, ProduceError>> {
         let mut next = self.next.lock().expect("fake log lock");
         batches
             .iter()
@@ -111,7 +108,7 @@ impl ProduceTransport for FakeLog {
 }
 
 async fn send_all(log: &FakeLog, batches: Vec<ReadyBatch>) {
-    let outcomes = log.produce(Acks::All, Duration::from_secs(30), &batches).await;
+    let outcomes = log.produce(&batches);
     assert_eq!(outcomes.len(), batches.len());
     for (batch, outcome) in batches.into_iter().zip(outcomes) {
         batch.complete(outcome);
@@ -369,7 +366,8 @@ async fn a_failed_batch_fails_every_record() {
     let acc = accumulator(config());
     let t0 = Instant::now();
     let ds = vec![append(&acc, 0, record(0, 5), t0), append(&acc, 0, record(1, 5), t0)];
-    let error = ProduceError::Broker { code: 7, message: "not leader".into(), retriable: true };
+    let error =
+        ProduceError::Broker(ClientError::NotLeader { leader_id: None, leader_addr: None, message: "moved".into() });
     for b in acc.drain(t0 + ms(10)) {
         b.complete(Err(error.clone()));
     }
@@ -501,7 +499,7 @@ async fn abort_fails_buffered_batches_and_waiting_appends() {
     let mut blocked = Box::pin(acc.append("t", Some(1), 4, record(1, 400), t0));
     assert!(futures::poll!(&mut blocked).is_pending());
 
-    let fenced = ProduceError::Broker { code: 42, message: "fenced".into(), retriable: false };
+    let fenced = ProduceError::Broker(ClientError::Other { code: 42, message: "fenced".into() });
     acc.abort(fenced.clone());
     assert_eq!(resolved(blocked).expect_err("aborted"), ProduceError::Closed);
     assert_eq!(resolved(buffered).expect_err("aborted"), fenced);

@@ -1,10 +1,12 @@
-//! The seam between the producer's core and the network.
+//! The seam between the producer's sender loop and the network.
 
 use std::future::Future;
 use std::time::Duration;
 
-use super::batch::{BatchAck, ReadyBatch};
-use super::error::ProduceError;
+use strata_proto::broker::{Acks as WireAcks, ProduceRequest, ProduceResponse};
+
+use crate::error::ClientError;
+use crate::metadata::MetadataClient;
 
 /// How many replicas must have a batch before the leader answers (Kafka
 /// `acks`).
@@ -28,24 +30,62 @@ impl Acks {
             Acks::All => -1,
         }
     }
+
+    /// The value Strata's `ProduceRequest` carries.
+    pub fn to_wire(self) -> WireAcks {
+        match self {
+            Acks::None => WireAcks::None,
+            Acks::Leader => WireAcks::Leader,
+            Acks::All => WireAcks::All,
+        }
+    }
 }
 
-/// Carries encoded batches to their partition leaders. The gRPC client
-/// implements it; tests implement it with an in-memory log.
+/// Carries one `Produce` request to one broker. [`GrpcTransport`] is the
+/// real one; tests put an in-memory cluster behind it.
 ///
-/// The sender loop around it is transport-independent: drain ready batches
-/// from the [`RecordAccumulator`](super::RecordAccumulator), `produce` them,
-/// then complete each batch with its outcome, or send it again if the
-/// outcome is retriable and time allows.
-pub trait ProduceTransport: Send + Sync {
-    /// Sends `batches` (each for its own topic-partition) with the given
-    /// acks, the broker waiting at most `timeout` for replication. Answers
-    /// one outcome per batch, in the order given; a failure of the whole
-    /// request (say, a lost connection) is that error for every batch.
+/// The sender loop around it does everything else (grouping batches by
+/// leader, retries, ordering), so an implementation only moves bytes and
+/// reports failures of the whole call as a [`ClientError`] (per-partition
+/// failures travel inside the response).
+pub trait ProduceTransport: Send + Sync + 'static {
+    /// Sends `request` to the broker at `addr` and waits at most `timeout`
+    /// for its answer.
     fn produce(
         &self,
-        acks: Acks,
+        addr: &str,
+        request: ProduceRequest,
         timeout: Duration,
-        batches: &[ReadyBatch],
-    ) -> impl Future<Output = Vec<Result<BatchAck, ProduceError>>> + Send;
+    ) -> impl Future<Output = Result<ProduceResponse, ClientError>> + Send;
+}
+
+/// `Produce` over gRPC, on the metadata client's cached channels.
+#[derive(Debug, Clone)]
+pub struct GrpcTransport {
+    metadata: MetadataClient,
+}
+
+impl GrpcTransport {
+    pub fn new(metadata: MetadataClient) -> GrpcTransport {
+        GrpcTransport { metadata }
+    }
+}
+
+impl ProduceTransport for GrpcTransport {
+    async fn produce(
+        &self,
+        addr: &str,
+        request: ProduceRequest,
+        timeout: Duration,
+    ) -> Result<ProduceResponse, ClientError> {
+        let mut client = self.metadata.broker_client(addr)?;
+        match tokio::time::timeout(timeout, client.produce(request)).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(ClientError::from_status(&status, addr)),
+            // The batches may or may not have been appended; the sender
+            // treats this like any retriable failure (at-least-once until
+            // idempotence lands).
+            Err(_) => Err(ClientError::RequestTimedOut(format!("no answer from {addr} within {timeout:?}"))),
+        }
+    }
 }

@@ -2,4 +2,5 @@
 //! real binaries (built by `cargo build --workspace --bins`) as children.
 
 mod broker;
+mod client;
 mod coord;
