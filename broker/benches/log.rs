@@ -4,8 +4,10 @@
 //!
 //! Environment:
 //! - `STRATA_BENCH_LOG_GB` (default 1): bytes written per append case, and
-//!   the size of the log used for read and lookup figures (e.g. 10 for the
-//!   10 GiB lookup figure).
+//!   by default the size of the log used for read and lookup figures.
+//! - `STRATA_BENCH_LOOKUP_GB`: size of the read/lookup log alone (e.g. 10
+//!   for the 10 GiB lookup figure).
+//! - `STRATA_BENCH_SKIP_APPEND`: set to skip the append cases.
 //! - `STRATA_BENCH_DIR` (default: the system temp dir): where files go; use
 //!   the disk you want to measure.
 //!
@@ -98,6 +100,11 @@ impl Rng {
 fn main() {
     let gb = env_f64("STRATA_BENCH_LOG_GB", 1.0);
     let total = (gb * (1u64 << 30) as f64) as u64;
+    // The lookup log can be sized apart from the append runs, so a 10 GiB
+    // lookup figure does not cost 360 GiB of append runs.
+    let lookup_gb = env_f64("STRATA_BENCH_LOOKUP_GB", gb);
+    let lookup_total = (lookup_gb * (1u64 << 30) as f64) as u64;
+    let skip_append = std::env::var_os("STRATA_BENCH_SKIP_APPEND").is_some();
     let base = std::env::var_os("STRATA_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     let scratch = tempfile::tempdir_in(&base).expect("scratch dir");
     let dir = scratch.path();
@@ -105,7 +112,8 @@ fn main() {
     println!();
     println!("| append case               | raw write MiB/s | log append MiB/s | ratio | batches/s |");
     println!("|---------------------------|----------------:|-----------------:|------:|----------:|");
-    for record in [100, KIB] {
+    let records: &[usize] = if skip_append { &[] } else { &[100, KIB] };
+    for &record in records {
         for batch_size in [16 * KIB, 256 * KIB, MIB] {
             let b = batch(record, batch_size);
             let n = (total / b.len() as u64).max(1);
@@ -134,14 +142,14 @@ fn main() {
         }
     }
 
-    // A log of `total` bytes with distinct, rising timestamps (log-append
+    // A log of `lookup_total` bytes with distinct, rising timestamps (log-append
     // time from a clock that ticks once per batch) for reads and lookups.
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let lookup_config = LogConfig { timestamp: TimestampPolicy::LogAppendTime, ..config() };
     let path = dir.join("lookup-0");
     let mut log = Log::open_with(&path, lookup_config, clock.clone(), FileBudget::new(1024)).expect("open log");
     let mut b = batch(KIB, 16 * KIB);
-    let n = (total / b.len() as u64).max(1);
+    let n = (lookup_total / b.len() as u64).max(1);
     let t0 = clock_now(&clock);
     for _ in 0..n {
         log.append(&mut b, 0).expect("append");

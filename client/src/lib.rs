@@ -9,6 +9,7 @@ pub mod metadata;
 /// The ensemble client lives in its own crate so brokers can use it too.
 pub use strata_coord_client as coord;
 pub mod perf;
+pub mod perf_log;
 pub mod producer;
 
 pub use error::ClientError;

@@ -18,6 +18,10 @@ pub enum PerfCommand {
     /// Creates, sets and gets of small values against the coordinator
     /// ensemble, closed-loop and pipelined, plus watch-notification latency.
     Coord(CoordPerfArgs),
+    /// Produce records as fast as allowed; records/s, MB/s, latency percentiles.
+    Produce(crate::perf_log::ProducePerfArgs),
+    /// Consume a topic from the beginning; records/s and MB/s.
+    Consume(crate::perf_log::ConsumePerfArgs),
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +50,8 @@ pub struct CoordPerfArgs {
 pub async fn run(command: PerfCommand) -> anyhow::Result<()> {
     match command {
         PerfCommand::Coord(args) => coord(args).await,
+        PerfCommand::Produce(args) => crate::perf_log::produce(args).await,
+        PerfCommand::Consume(args) => crate::perf_log::consume(args).await,
     }
 }
 
