@@ -107,9 +107,19 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
 
     let registration =
         BrokerRegistration { addr: advertise.clone(), rack: config.rack.clone(), incarnation: rand::random() };
+    // The first registration decides whether this process may run at all:
+    // an id held by another live broker stops start-up here.
+    let ttl = Duration::from_millis(config.session_timeout_ms);
+    let first = registration::register(&coord, config.id, &registration, ttl, ttl * 2).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let membership =
-        tokio::spawn(membership_loop(coord.clone(), config.clone(), registration, metadata.clone(), stop_rx.clone()));
+    let membership = tokio::spawn(membership_loop(
+        coord.clone(),
+        config.clone(),
+        registration,
+        Some(first),
+        metadata.clone(),
+        stop_rx.clone(),
+    ));
 
     let services = Arc::new(Services {
         replicas: replicas.clone(),
@@ -143,6 +153,7 @@ async fn membership_loop(
     coord: CoordClient,
     config: Config,
     registration: BrokerRegistration,
+    mut first: Option<strata_coord_client::Session>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -151,7 +162,11 @@ async fn membership_loop(
         if *stop.borrow() {
             return;
         }
-        let session = match registration::register(&coord, config.id, &registration, ttl, ttl * 2).await {
+        let attempt = match first.take() {
+            Some(s) => Ok(s),
+            None => registration::register(&coord, config.id, &registration, ttl, ttl * 2).await,
+        };
+        let session = match attempt {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 tracing::error!(error = %e, "registration failed; retrying");

@@ -327,3 +327,30 @@ async fn bad_input_gets_typed_errors_and_the_broker_keeps_serving() -> anyhow::R
     assert_eq!(values_of(fetch_all(&leader_addr, "t", 0, 0).await?.records), vec!["after"]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_id_that_is_live_elsewhere_is_refused() -> anyhow::Result<()> {
+    let cluster = Cluster::start(1).await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("broker.toml");
+    // A short session so the refusal comes after 2 x 1 s of waiting.
+    std::fs::write(&config, "session_timeout_ms = 1000\n")?;
+    let out = tokio::process::Command::new(strata_tests::binary("strata-broker"))
+        .args(["--id", "1", "--listen", "127.0.0.1:0", "--coordinators"])
+        .arg(cluster.ensemble.client_addrs().join(","))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .output();
+    let out = tokio::time::timeout(LONG, out).await??;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("registered by another live process"), "{err}");
+    // The original is untouched.
+    let md = metadata(&cluster.bootstrap()[0]).await?;
+    assert_eq!(md.brokers.len(), 1);
+    assert_eq!(md.brokers[0].addr, cluster.broker_addr(1));
+    Ok(())
+}

@@ -2,5 +2,6 @@
 //! real binaries (built by `cargo build --workspace --bins`) as children.
 
 mod broker;
+mod cli;
 mod client;
 mod coord;
