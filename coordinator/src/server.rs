@@ -430,10 +430,12 @@ async fn directory_loop(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
 /// Keeps member.toml's member list equal to the replicated membership so a
 /// restart with the current list passes the start-up check.
 async fn member_file_loop(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
-    let mut metrics = ctx.raft.metrics();
+    // Polled, not driven by the metrics watch: metrics change on every
+    // applied entry, membership almost never.
     let mut written: Option<BTreeSet<u64>> = None;
     loop {
-        let ids: BTreeSet<u64> = metrics.borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let ids: BTreeSet<u64> =
+            ctx.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
         if !ids.is_empty() && written.as_ref() != Some(&ids) {
             let file = MemberFile { format: 1, id: ctx.id, members: ids.clone() };
             match write_member_file(&ctx.config.data_dir, &file) {
@@ -441,9 +443,8 @@ async fn member_file_loop(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
                 Err(e) => tracing::warn!(error = %e, "updating member file"),
             }
         }
-        tokio::select! {
-            r = metrics.changed() => if r.is_err() { return },
-            _ = stop.changed() => return,
+        if !sleep_or_stop(&mut stop, Duration::from_millis(500)).await {
+            return;
         }
     }
 }
