@@ -284,7 +284,10 @@ async fn bad_input_gets_typed_errors_and_the_broker_keeps_serving() -> anyhow::R
     // Garbage that is not a batch at all.
     let r = produce(&leader_addr, "t", 0, Bytes::from_static(b"definitely not a record batch")).await?;
     assert_ne!(code(&r), 0);
-    // Over the topic's max.message.bytes.
+    // Over the topic's max.message.bytes. Attempts made before the new
+    // limit reaches the leader succeed, so they go to partition 1 and leave
+    // partition 0 (checked at the end) untouched.
+    let (_, p1_leader) = self::leader_addr(&any, "t", 1).await?;
     let mut a = admin(&any).await?;
     a.alter_configs(pb::AlterConfigsRequest {
         topic: "t".into(),
@@ -294,10 +297,10 @@ async fn bad_input_gets_typed_errors_and_the_broker_keeps_serving() -> anyhow::R
     .await?;
     let big = "x".repeat(4096);
     let r = eventually("max.message.bytes to apply", LONG, || {
-        let leader_addr = leader_addr.clone();
+        let p1_leader = p1_leader.clone();
         let big = big.clone();
         async move {
-            let r = produce(&leader_addr, "t", 0, batch(&[&big])).await?;
+            let r = produce(&p1_leader, "t", 1, batch(&[&big])).await?;
             anyhow::ensure!(r.error.as_ref().map(|e| e.code) == Some(ErrorCode::MessageTooLarge as i32), "{r:?}");
             Ok(r)
         }
