@@ -1,4 +1,5 @@
-//! Small checkpoint files (log start offset, clean-shutdown marker).
+//! Small checkpoint files (log start offset, clean-shutdown marker, and the
+//! envelope of producer-state snapshots).
 //!
 //! Layout: magic `STRATACP` (8) | version u16 | kind u16 | payload length u32 |
 //! payload | CRC-32C u32 over everything before it; big-endian. Written to a
@@ -19,6 +20,7 @@ const VERSION: u16 = 1;
 const HEADER: usize = 16;
 const KIND_LOG_START: u16 = 1;
 const KIND_CLEAN_SHUTDOWN: u16 = 2;
+pub(crate) const KIND_PRODUCER_SNAPSHOT: u16 = 3;
 
 /// What a clean close leaves behind. Open trusts the tail segment without a
 /// scan only if the files still match these numbers.
@@ -29,7 +31,7 @@ pub struct CleanShutdown {
     pub active_size: u64,
 }
 
-fn encode(kind: u16, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn encode(kind: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + payload.len() + 4);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_be_bytes());
@@ -41,7 +43,7 @@ fn encode(kind: u16, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn decode(kind: u16, bytes: &[u8]) -> Result<&[u8], &'static str> {
+pub(crate) fn decode(kind: u16, bytes: &[u8]) -> Result<&[u8], &'static str> {
     if bytes.len() < HEADER + 4 {
         return Err("too short");
     }
@@ -66,6 +68,13 @@ fn decode(kind: u16, bytes: &[u8]) -> Result<&[u8], &'static str> {
 }
 
 fn write(dir: &Path, name: &str, kind: u16, payload: &[u8]) -> Result<(), LogError> {
+    write_atomically(dir, name, &encode(kind, payload))
+}
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old or the
+/// new content, whole: `.tmp`, fsync, rename, fsync of the directory. A
+/// leftover `.tmp` is removed by the loader.
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.{TMP_SUFFIX}"));
     let file = OpenOptions::new()
@@ -74,7 +83,7 @@ fn write(dir: &Path, name: &str, kind: u16, payload: &[u8]) -> Result<(), LogErr
         .truncate(true)
         .open(&tmp)
         .map_err(io_err("creating checkpoint", &tmp))?;
-    fsio::write_all_at(&file, &encode(kind, payload), 0).map_err(io_err("writing checkpoint", &tmp))?;
+    fsio::write_all_at(&file, bytes, 0).map_err(io_err("writing checkpoint", &tmp))?;
     file.sync_all().map_err(io_err("syncing checkpoint", &tmp))?;
     drop(file);
     fs::rename(&tmp, &path).map_err(io_err("renaming checkpoint", &path))?;

@@ -48,6 +48,10 @@ pub struct LogConfig {
     pub max_batch_bytes: usize,
     pub flush: FlushPolicy,
     pub timestamp: TimestampPolicy,
+    /// `producer.id.expiration.ms`: forget an idempotent producer whose
+    /// newest batch is older than this (by the batch's max timestamp, as in
+    /// Kafka); checked by [`crate::log::Log::maintenance`].
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -64,6 +68,7 @@ impl Default for LogConfig {
             max_batch_bytes: 1_048_588,
             flush: FlushPolicy::default(),
             timestamp: TimestampPolicy::CreateTime,
+            producer_id_expiration_ms: DAY_MS,
         }
     }
 }

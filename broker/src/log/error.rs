@@ -33,6 +33,18 @@ pub enum LogError {
     },
     #[error("invalid partition name {0:?}")]
     InvalidPartition(String),
+    /// A batch stamped with a leader epoch older than one the log already
+    /// holds. From a follower fetch this means the logs diverged (the
+    /// follower must truncate first); from `append` it means a deposed
+    /// leader. Epochs never go backwards in a log.
+    #[error("leader epoch {given} is older than the log's latest leader epoch {latest}")]
+    StaleLeaderEpoch { given: i32, latest: i32 },
+    #[error("producer {producer_id}: epoch {given} is older than its current epoch {current}")]
+    InvalidProducerEpoch { producer_id: i64, current: i16, given: i16 },
+    #[error("producer {producer_id}: out of order sequence number, expected {expected}, got {got}")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    #[error("producer {producer_id} is unknown to this partition and its batch does not start at sequence 0")]
+    UnknownProducerId { producer_id: i64 },
 }
 
 impl From<BatchError> for LogError {

@@ -11,6 +11,10 @@ pub const TMP_SUFFIX: &str = "tmp";
 pub const DELETED_SUFFIX: &str = "deleted";
 pub const LOG_START_CHECKPOINT: &str = "log-start-offset.checkpoint";
 pub const CLEAN_SHUTDOWN_CHECKPOINT: &str = "clean-shutdown.checkpoint";
+/// Kafka's name and text format, so operators' tools can read it.
+pub const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
+/// `{offset:020}.snapshot`: producer state as of `offset` (exclusive).
+pub const SNAPSHOT_SUFFIX: &str = "snapshot";
 
 /// `{base_offset:020}`: zero-padded so that names sort like offsets.
 pub fn segment_stem(base_offset: u64) -> String {
@@ -27,6 +31,10 @@ pub fn index_file(dir: &Path, base_offset: u64) -> PathBuf {
 
 pub fn time_index_file(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(format!("{}.{TIME_INDEX_SUFFIX}", segment_stem(base_offset)))
+}
+
+pub fn snapshot_file(dir: &Path, offset: u64) -> PathBuf {
+    dir.join(format!("{}.{SNAPSHOT_SUFFIX}", segment_stem(offset)))
 }
 
 /// Splits `00000000000000000042.log` into (42, "log"). Only exactly twenty
@@ -75,6 +83,9 @@ mod tests {
         let p = log_file(Path::new("/d"), 42);
         assert_eq!(p, Path::new("/d/00000000000000000042.log"));
         assert_eq!(parse_segment_file("00000000000000000042.timeindex"), Some((42, "timeindex")));
+        let snap = snapshot_file(Path::new("/d"), 7);
+        assert_eq!(snap, Path::new("/d/00000000000000000007.snapshot"));
+        assert_eq!(parse_segment_file("00000000000000000007.snapshot"), Some((7, SNAPSHOT_SUFFIX)));
         assert_eq!(parse_segment_file("0042.log"), None);
         assert_eq!(parse_segment_file("0000000000000000004x.log"), None);
         assert_eq!(parse_segment_file("99999999999999999999.log"), None);

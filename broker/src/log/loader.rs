@@ -14,6 +14,13 @@
 //! 5. The log start offset is the checkpointed one, clamped to the segments
 //!    that exist; segments entirely below it (an interrupted retention run)
 //!    are deleted.
+//!
+//! `Log::open` then brings the derived state in line with the recovered
+//! log: the leader-epoch cache (`leader-epoch-checkpoint`, trimmed to the
+//! log, rebuilt from batch headers if missing, damaged or behind) and the
+//! producer state (newest `.snapshot` at or below the log end, plus a replay
+//! of the headers after it). Both files are ours: a leftover `.tmp` of
+//! either is removed in step 1 like any other.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,7 +31,9 @@ use tracing::{info, warn};
 
 use super::checkpoint;
 use super::error::{LogError, io_err};
-use super::file_names::{self, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX, parse_segment_file};
+use super::file_names::{
+    self, INDEX_SUFFIX, LOG_SUFFIX, SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX, parse_segment_file,
+};
 use super::fsio;
 use super::handles::FileBudget;
 use super::segment::{LogSegment, SegmentParams};
@@ -40,6 +49,8 @@ pub(crate) struct Loaded {
     pub clean: bool,
     /// Bytes cut from the tail by recovery.
     pub truncated_bytes: u64,
+    /// Offsets of the producer-state snapshots found, in no order.
+    pub snapshot_offsets: Vec<u64>,
 }
 
 pub(crate) fn load(
@@ -52,6 +63,7 @@ pub(crate) fn load(
 
     let mut bases = Vec::new();
     let mut index_files = Vec::new();
+    let mut snapshot_offsets = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err("listing partition directory", dir))? {
         let entry = entry.map_err(io_err("listing partition directory", dir))?;
         let name = entry.file_name();
@@ -66,6 +78,7 @@ pub(crate) fn load(
         match parse_segment_file(name) {
             Some((base, LOG_SUFFIX)) => bases.push(base),
             Some((base, INDEX_SUFFIX | TIME_INDEX_SUFFIX)) => index_files.push((base, entry.path())),
+            Some((offset, SNAPSHOT_SUFFIX)) => snapshot_offsets.push(offset),
             _ => {}
         }
     }
@@ -91,6 +104,7 @@ pub(crate) fn load(
             log_end_offset: base,
             clean: marker.is_some(),
             truncated_bytes: 0,
+            snapshot_offsets,
         });
     }
 
@@ -145,5 +159,5 @@ pub(crate) fn load(
         fsio::fsync_dir(dir).map_err(io_err("syncing directory", dir))?;
     }
 
-    Ok(Loaded { sealed, active: tail, log_start_offset, log_end_offset, clean, truncated_bytes })
+    Ok(Loaded { sealed, active: tail, log_start_offset, log_end_offset, clean, truncated_bytes, snapshot_offsets })
 }

@@ -10,11 +10,16 @@
 //! - `index.rs`: the memory-mapped `.index` / `.timeindex` files.
 //! - `checkpoint.rs`: crash-safe small files (log start offset, clean
 //!   shutdown marker).
+//! - `epoch_cache.rs`: leader epochs and their start offsets
+//!   (`leader-epoch-checkpoint`), for OffsetsForLeaderEpoch.
+//! - `producer_state.rs`: idempotent producers' epochs and recent batches
+//!   (dedupe, sequence checks), with `.snapshot` files.
 //! - `handles.rs`: [`FileBudget`], the bound on open files and maps.
 //! - [`LogManager`] (`manager.rs`): all partitions of a data directory.
 
 mod checkpoint;
 mod config;
+mod epoch_cache;
 mod error;
 pub mod file_names;
 mod fsio;
@@ -23,6 +28,7 @@ mod index;
 mod loader;
 mod manager;
 mod partition_log;
+mod producer_state;
 mod segment;
 
 #[cfg(test)]
@@ -36,7 +42,7 @@ pub use config::{FlushPolicy, LogConfig, TimestampPolicy};
 pub use error::LogError;
 pub use handles::FileBudget;
 pub use manager::{LogManager, TopicPartition};
-pub use partition_log::{AppendInfo, FetchData, Log, RetentionOutcome, SegmentInfo};
+pub use partition_log::{AppendInfo, FetchData, Log, ProducerStateInfo, RetentionOutcome, SegmentInfo};
 
 /// Kafka's name for the same thing.
 pub type PartitionLog = Log;

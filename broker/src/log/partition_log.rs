@@ -7,15 +7,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use strata_proto::record_batch::{self, BatchHeader, DEFAULT_MAX_DECOMPRESSED_BYTES};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::checkpoint::{self, CleanShutdown};
 use super::config::{LogConfig, TimestampPolicy};
+use super::epoch_cache::{self, LeaderEpochCache};
 use super::error::{LogError, io_err};
-use super::file_names::DELETED_SUFFIX;
+use super::file_names::{DELETED_SUFFIX, LEADER_EPOCH_CHECKPOINT};
 use super::fsio;
 use super::handles::FileBudget;
 use super::loader;
+use super::producer_state::{BatchMetadata, ProducerStateManager, Verdict};
 use super::segment::{LogSegment, SegmentParams};
 use super::{Clock, SystemClock};
 
@@ -31,6 +33,24 @@ pub struct AppendInfo {
     /// Byte position of the batch in its segment file.
     pub position: u64,
     pub size: usize,
+    /// The batch was a producer's retry of one already in the log: nothing
+    /// was appended, and the offsets (and timestamp) are the original's.
+    /// Position and segment are the original's too, or 0 if it is gone.
+    pub duplicate: bool,
+}
+
+/// What the log knows of one idempotent producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStateInfo {
+    pub producer_epoch: i16,
+    /// Sequence number of the producer's last record in this partition.
+    pub last_sequence: i32,
+    /// Offset of the producer's last record.
+    pub last_offset: u64,
+    /// Max timestamp of its last batch; expiry counts from here.
+    pub last_timestamp: i64,
+    /// How many of its recent batches are remembered for deduplication.
+    pub retained_batches: usize,
 }
 
 /// Result of a read: stored batches, byte for byte.
@@ -90,6 +110,10 @@ pub struct Log {
     budget: Arc<FileBudget>,
     recovered_bytes: u64,
     clean_open: bool,
+    /// Leader epochs and their start offsets; kept in step with the log by
+    /// every operation that moves its ends.
+    epochs: LeaderEpochCache,
+    producers: ProducerStateManager,
 }
 
 impl std::fmt::Debug for Log {
@@ -99,6 +123,7 @@ impl std::fmt::Debug for Log {
             .field("log_start_offset", &self.log_start_offset)
             .field("log_end_offset", &self.log_end_offset)
             .field("segments", &(self.sealed.len() + 1))
+            .field("latest_epoch", &self.epochs.latest_epoch())
             .finish()
     }
 }
@@ -140,7 +165,8 @@ impl Log {
             clean = loaded.clean,
             "log opened"
         );
-        Ok(Log {
+        let snapshot_offsets = loaded.snapshot_offsets;
+        let mut log = Log {
             dir,
             config,
             params,
@@ -155,7 +181,130 @@ impl Log {
             budget,
             recovered_bytes: loaded.truncated_bytes,
             clean_open: loaded.clean,
+            epochs: LeaderEpochCache::default(),
+            producers: ProducerStateManager::default(),
+        };
+        log.load_epoch_cache()?;
+        log.load_producer_state(&snapshot_offsets)?;
+        Ok(log)
+    }
+
+    /// Loads the leader-epoch checkpoint and trims it to the recovered log.
+    /// It is rebuilt from batch headers if missing, damaged, or behind the
+    /// log (the last batch's epoch is not its latest entry).
+    fn load_epoch_cache(&mut self) -> Result<(), LogError> {
+        let (start, end) = (self.log_start_offset, self.log_end_offset);
+        let existed = self.dir.join(LEADER_EPOCH_CHECKPOINT).exists();
+        if let Some(mut cache) = epoch_cache::read(&self.dir) {
+            // Start first: on an empty log nothing may survive, so that
+            // every open of the same files yields the same cache.
+            let trimmed = cache.truncate_from_start(start) | cache.truncate_from_end(end);
+            if self.epochs_match_tail(&cache)? {
+                self.epochs = cache;
+                if trimmed {
+                    epoch_cache::write(&self.dir, &self.epochs)?;
+                }
+                return Ok(());
+            }
+            warn!(dir = %self.dir.display(), "leader epoch checkpoint disagrees with the log; rebuilding it");
+        } else if existed || end > start {
+            info!(dir = %self.dir.display(), "rebuilding the leader epoch cache from the log");
+        }
+        let mut cache = LeaderEpochCache::default();
+        let mut regressions = 0u64;
+        let scanned = self.for_each_header(start, &mut |h| {
+            let epoch = h.partition_leader_epoch;
+            if cache.latest_epoch().is_some_and(|latest| epoch < latest) {
+                regressions += 1;
+            } else {
+                cache.assign(epoch, h.base_offset as u64);
+            }
+        });
+        tolerate_corrupt(scanned, &self.dir, "rebuilding the leader epoch cache")?;
+        if regressions > 0 {
+            warn!(dir = %self.dir.display(), batches = regressions, "batches with an older leader epoch than the one before");
+        }
+        cache.truncate_from_start(start);
+        self.epochs = cache;
+        // An empty log has nothing to scan; writing its empty file would
+        // only cost every new partition two fsyncs.
+        if existed || end > start {
+            epoch_cache::write(&self.dir, &self.epochs)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `cache` ends with the epoch of the last batch in the log. A
+    /// cache entry is written before its batch, so a crash leaves the file
+    /// ahead of the log (trimmed at open), never behind; behind means the
+    /// file cannot be trusted.
+    fn epochs_match_tail(&self, cache: &LeaderEpochCache) -> Result<bool, LogError> {
+        // An empty log has no batch to contradict the (trimmed) cache, and
+        // an unreadable last header gives no evidence either way.
+        let Some(Some(h)) = tolerate_corrupt(self.last_batch_header(), &self.dir, "reading the last batch")? else {
+            return Ok(true);
+        };
+        Ok(if h.partition_leader_epoch < 0 {
+            cache.is_empty()
+        } else {
+            cache
+                .latest()
+                .is_some_and(|l| l.epoch == h.partition_leader_epoch && l.start_offset <= h.base_offset as u64)
         })
+    }
+
+    /// Loads the newest producer snapshot at or below the log end and
+    /// replays the batch headers after it.
+    fn load_producer_state(&mut self, snapshot_offsets: &[u64]) -> Result<(), LogError> {
+        self.producers = ProducerStateManager::load(
+            &self.dir,
+            snapshot_offsets,
+            self.log_start_offset,
+            self.log_end_offset,
+            self.clock.now_ms(),
+            self.config.producer_id_expiration_ms,
+        )?;
+        self.replay_producers()
+    }
+
+    /// Brings the producer state from its map end up to the log end.
+    fn replay_producers(&mut self) -> Result<(), LogError> {
+        let from = self.producers.map_end_offset().max(self.log_start_offset);
+        if from < self.log_end_offset {
+            let mut state = std::mem::take(&mut self.producers);
+            let replayed = self.for_each_header(from, &mut |h| state.update(h));
+            self.producers = state;
+            tolerate_corrupt(replayed, &self.dir, "rebuilding producer state")?;
+        }
+        self.producers.set_map_end_offset(self.log_end_offset);
+        Ok(())
+    }
+
+    /// Walks batch headers from the batch holding `from` to the log end.
+    fn for_each_header(&self, from: u64, f: &mut dyn FnMut(&BatchHeader)) -> Result<(), LogError> {
+        let from = from.max(self.log_start_offset);
+        if from >= self.log_end_offset {
+            return Ok(());
+        }
+        for seg in self.starting_at(from) {
+            if seg.next_offset() > from {
+                seg.for_each_header(from, &self.params, f)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn last_batch_header(&self) -> Result<Option<BatchHeader>, LogError> {
+        if self.log_end_offset <= self.log_start_offset {
+            return Ok(None);
+        }
+        let last = self.log_end_offset - 1;
+        for seg in self.starting_at(last) {
+            if let Some((_, h)) = seg.find_batch(last, &self.params)? {
+                return Ok(Some(h));
+            }
+        }
+        Ok(None)
     }
 
     pub fn dir(&self) -> &Path {
@@ -195,6 +344,43 @@ impl Log {
     /// Bytes of torn or corrupt tail that the last open cut off.
     pub fn recovered_bytes(&self) -> u64 {
         self.recovered_bytes
+    }
+
+    /// The newest leader epoch that wrote to this log, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// OffsetsForLeaderEpoch: the largest epoch <= `epoch` that wrote to
+    /// this log, and the offset where it ended (where the next epoch
+    /// started, or the log end for the latest). `None` if `epoch` is below
+    /// every known epoch; the caller answers -1/-1, and the follower then
+    /// truncates to its high watermark.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, u64)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset)
+    }
+
+    /// Every (epoch, start offset) known, oldest first.
+    pub fn epoch_entries(&self) -> Vec<(i32, u64)> {
+        self.epochs.entries().iter().map(|e| (e.epoch, e.start_offset)).collect()
+    }
+
+    /// What the log knows of idempotent producer `producer_id`.
+    pub fn producer_state(&self, producer_id: i64) -> Option<ProducerStateInfo> {
+        let e = self.producers.get(producer_id)?;
+        let last = e.last()?;
+        Some(ProducerStateInfo {
+            producer_epoch: e.epoch,
+            last_sequence: last.last_seq,
+            last_offset: last.last_offset,
+            last_timestamp: e.last_timestamp,
+            retained_batches: e.batches.len(),
+        })
+    }
+
+    /// Ids of every producer with state here, ascending.
+    pub fn producer_ids(&self) -> Vec<i64> {
+        self.producers.producer_ids()
     }
 
     /// Total bytes of all segments.
@@ -247,8 +433,24 @@ impl Log {
     /// from the log end by rewriting its base offset in place, stamps the
     /// leader epoch (and log-append time if configured). On any error the
     /// log is unchanged.
+    ///
+    /// A leader epoch older than the log's latest is refused
+    /// (`StaleLeaderEpoch`). A batch with a producer id is checked against
+    /// the producer's state first: a retry of a batch in the log appends
+    /// nothing and returns the original's offsets with `duplicate` set.
     pub fn append(&mut self, batch: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
         let h = self.validate_one(batch)?;
+        self.check_leader_epoch(leader_epoch)?;
+        if let Verdict::Duplicate(original) = self.producers.check(&h)? {
+            debug!(
+                dir = %self.dir.display(),
+                producer_id = h.producer_id,
+                sequence = h.base_sequence,
+                offset = original.base_offset,
+                "duplicate batch not appended"
+            );
+            return Ok(self.duplicate_info(&original, batch.len()));
+        }
         let now = self.clock.now_ms();
         record_batch::set_base_offset(batch, self.log_end_offset as i64)?;
         record_batch::set_partition_leader_epoch(batch, leader_epoch)?;
@@ -265,20 +467,72 @@ impl Log {
             max_timestamp: log_append_time.unwrap_or(h.max_timestamp),
             ..h
         };
-        let mut info = self.append_validated(batch, &h, now)?;
+        let mut info = self.append_tracked(batch, &h, now)?;
         info.log_append_time = log_append_time;
         Ok(info)
     }
 
     /// Appends a batch fetched from the leader, keeping its offsets: it must
-    /// start exactly at the log end.
+    /// start exactly at the log end. Its leader epoch must not be older than
+    /// the log's latest (else the logs diverged: `StaleLeaderEpoch`). Its
+    /// producer state is taken as is; the leader checked it.
     pub fn append_replicated(&mut self, batch: &[u8]) -> Result<AppendInfo, LogError> {
         let h = self.validate_one(batch)?;
         if h.base_offset < 0 || h.base_offset as u64 != self.log_end_offset {
             return Err(LogError::NonContiguousOffset { expected: self.log_end_offset, got: h.base_offset });
         }
+        self.check_leader_epoch(h.partition_leader_epoch)?;
         let now = self.clock.now_ms();
-        self.append_validated(batch, &h, now)
+        self.append_tracked(batch, &h, now)
+    }
+
+    fn check_leader_epoch(&self, given: i32) -> Result<(), LogError> {
+        match self.epochs.latest_epoch() {
+            Some(latest) if given < latest => Err(LogError::StaleLeaderEpoch { given, latest }),
+            _ => Ok(()),
+        }
+    }
+
+    fn duplicate_info(&self, original: &BatchMetadata, size: usize) -> AppendInfo {
+        let (segment_base_offset, position) = self.position_of(original.base_offset).ok().flatten().unwrap_or((0, 0));
+        AppendInfo {
+            base_offset: original.base_offset,
+            last_offset: original.last_offset,
+            max_timestamp: original.max_timestamp,
+            // With log-append time the stored max timestamp is the broker's.
+            log_append_time: (self.config.timestamp == TimestampPolicy::LogAppendTime)
+                .then_some(original.max_timestamp),
+            segment_base_offset,
+            position,
+            size,
+            duplicate: true,
+        }
+    }
+
+    /// [`Self::append_validated`] plus the state derived from batches: the
+    /// epoch cache entry goes to disk before the batch, so a crash can
+    /// leave the checkpoint ahead of the log (trimmed at open) but never
+    /// behind it; producer state follows the batch.
+    fn append_tracked(&mut self, batch: &[u8], h: &BatchHeader, now: i64) -> Result<AppendInfo, LogError> {
+        let base = self.log_end_offset;
+        let assigned = self.epochs.assign(h.partition_leader_epoch, base);
+        if assigned && let Err(e) = epoch_cache::write(&self.dir, &self.epochs) {
+            self.epochs.truncate_from_end(base);
+            return Err(e);
+        }
+        let result = self.append_validated(batch, h, now);
+        if self.log_end_offset > base {
+            // In the log, even if a flush after the write failed.
+            self.producers.update(h);
+        } else if assigned {
+            self.epochs.truncate_from_end(base);
+            if let Err(e) = epoch_cache::write(&self.dir, &self.epochs) {
+                // The entry left on disk starts at the log end; the next
+                // open trims it, and the next epoch change rewrites it.
+                warn!(dir = %self.dir.display(), error = %e, "cannot undo a leader epoch entry");
+            }
+        }
+        result
     }
 
     fn validate_one(&self, batch: &[u8]) -> Result<BatchHeader, LogError> {
@@ -320,6 +574,7 @@ impl Log {
             segment_base_offset,
             position,
             size: batch.len(),
+            duplicate: false,
         };
         self.maybe_flush(now)?;
         Ok(info)
@@ -371,6 +626,7 @@ impl Log {
                 debug!(dir = %self.dir.display(), base, "rolled segment");
                 let old = std::mem::replace(&mut self.active, seg);
                 self.sealed.insert(old.base_offset(), old);
+                self.snapshot_producers();
                 Ok(())
             }
             Err(e) => {
@@ -378,6 +634,15 @@ impl Log {
                 self.active_mut().reactivate();
                 Err(e)
             }
+        }
+    }
+
+    /// Snapshots the producer state at the log end, bounding the replay of
+    /// the next open. Best effort: without it the replay is only longer.
+    fn snapshot_producers(&mut self) {
+        self.producers.set_map_end_offset(self.log_end_offset);
+        if let Err(e) = self.producers.take_snapshot(&self.dir) {
+            warn!(dir = %self.dir.display(), error = %e, "cannot write producer snapshot");
         }
     }
 
@@ -489,6 +754,17 @@ impl Log {
         self.log_end_offset = new_end;
         self.recovery_point = self.recovery_point.min(new_end);
         self.log_start_offset = self.log_start_offset.min(new_end);
+        if self.epochs.truncate_from_end(new_end) {
+            epoch_cache::write(&self.dir, &self.epochs)?;
+        }
+        self.producers.truncate_and_reload(
+            &self.dir,
+            self.log_start_offset,
+            new_end,
+            self.clock.now_ms(),
+            self.config.producer_id_expiration_ms,
+        )?;
+        self.replay_producers()?;
         Ok(new_end)
     }
 
@@ -496,6 +772,14 @@ impl Log {
     /// whose leader's log start moved past this replica's end).
     pub fn truncate_fully_and_start_at(&mut self, offset: u64) -> Result<(), LogError> {
         checkpoint::write_log_start_offset(&self.dir, offset)?;
+        // Derived state goes before the segments: a crash in between leaves
+        // old segments with an empty epoch cache (rebuilt at open, since it
+        // is behind the log) and no snapshots (a replay), never old state
+        // beside the new, empty log.
+        if self.epochs.clear() {
+            epoch_cache::write(&self.dir, &self.epochs)?;
+        }
+        self.producers.truncate_fully(&self.dir, offset)?;
         while let Some((_, seg)) = self.sealed.pop_last() {
             seg.delete()?;
         }
@@ -558,6 +842,11 @@ impl Log {
             }
         }
         fsio::fsync_dir(&self.dir).map_err(io_err("syncing directory", &self.dir))?;
+        // Producers whose batches were all deleted keep their state (as in
+        // Kafka since KIP-360): their next batch continues the sequence.
+        if self.epochs.truncate_from_start(new_start) {
+            epoch_cache::write(&self.dir, &self.epochs)?;
+        }
         outcome.log_start_offset = new_start;
         info!(
             dir = %self.dir.display(),
@@ -570,9 +859,14 @@ impl Log {
     }
 
     /// Periodic work: flush by `flush.ms`, roll by `segment.ms` even without
-    /// appends, retention.
+    /// appends, retention, expiry of idle producers
+    /// (`producer_id_expiration_ms`).
     pub fn maintenance(&mut self) -> Result<RetentionOutcome, LogError> {
         let now = self.clock.now_ms();
+        let expired = self.producers.remove_expired(now, self.config.producer_id_expiration_ms);
+        if expired > 0 {
+            debug!(dir = %self.dir.display(), expired, "expired idle producers");
+        }
         self.maybe_flush(now)?;
         let active = self.active();
         if active.size() > 0
@@ -590,12 +884,18 @@ impl Log {
         }
     }
 
-    /// Clean shutdown: flushes, trims the active indexes and leaves the
-    /// marker that lets the next open skip recovery.
+    /// Clean shutdown: flushes, trims the active indexes, snapshots the
+    /// producer state and leaves the marker that lets the next open skip
+    /// recovery.
     pub fn close(mut self) -> Result<(), LogError> {
         self.flush()?;
         let params = self.params;
         self.active_mut().trim(&params)?;
+        self.producers.set_map_end_offset(self.log_end_offset);
+        let empty = self.log_end_offset == self.log_start_offset && self.producers.is_empty();
+        if self.producers.needs_snapshot() && !empty {
+            self.snapshot_producers();
+        }
         let active = self.active();
         let marker = CleanShutdown {
             log_end_offset: self.log_end_offset,
@@ -619,5 +919,21 @@ impl Log {
             fsio::fsync_dir(parent).map_err(io_err("syncing directory", parent))?;
         }
         fs::remove_dir_all(&doomed).map_err(io_err("deleting partition", &doomed))
+    }
+}
+
+/// Derived state (epoch cache, producer state) is rebuilt from batch
+/// headers. A header that does not parse in a segment trusted as whole is
+/// bit rot: the reads of those offsets report it, and the rebuild keeps what
+/// came before it rather than refusing to open the log. Other errors (I/O)
+/// are real failures.
+fn tolerate_corrupt<T>(result: Result<T, LogError>, dir: &Path, context: &'static str) -> Result<Option<T>, LogError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e @ LogError::CorruptBatch { .. }) => {
+            warn!(dir = %dir.display(), error = %e, context, "corrupt batch header; using what came before it");
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }

@@ -24,6 +24,8 @@ use super::index::{self, IndexFile, OFFSET_ENTRY, TIME_ENTRY, encode_offset_entr
 const INITIAL_INDEX_BYTES: u64 = 4096;
 /// Read-ahead used when scanning a whole segment (recovery, index rebuild).
 const SCAN_BUFFER: usize = 256 * 1024;
+/// Read-ahead when walking batch headers only.
+const HEADER_SCAN_BUFFER: usize = 16 * 1024;
 
 /// The part of [`super::LogConfig`] a segment needs.
 #[derive(Debug, Clone, Copy)]
@@ -736,6 +738,44 @@ impl LogSegment {
         let FilesState { open, meta } = &mut *guard;
         let files = self.open_files(open, meta, params)?;
         self.find_batch_in(files, meta, offset)
+    }
+
+    /// Calls `f` with the header of every batch from the one holding
+    /// `offset` to the segment end, reading headers only (no CRC, no
+    /// decompression): enough to rebuild the leader-epoch cache and the
+    /// producer state. A header that does not parse is `CorruptBatch`.
+    pub(crate) fn for_each_header(
+        &self,
+        offset: u64,
+        params: &SegmentParams,
+        f: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let path = self.log_path();
+        let mut guard = self.files.lock();
+        let FilesState { open, meta } = &mut *guard;
+        let files = self.open_files(open, meta, params)?;
+        let Some((mut pos, _)) = self.find_batch_in(files, meta, offset)? else {
+            return Ok(());
+        };
+        // Small: for big batches most of each buffer fill is skipped over.
+        let mut reader = BufReader::with_capacity(HEADER_SCAN_BUFFER, &files.log);
+        reader.seek(SeekFrom::Start(pos)).map_err(io_err("reading segment", &path))?;
+        while pos < self.size {
+            if self.size - pos < HEADER_SIZE as u64 {
+                return Err(corrupt(&path, pos, "batch header runs past the segment end"));
+            }
+            let mut head = [0u8; HEADER_SIZE];
+            reader.read_exact(&mut head).map_err(io_err("reading segment", &path))?;
+            let h = BatchHeader::parse(&head).map_err(|e| corrupt(&path, pos, e))?;
+            let size = h.size() as u64;
+            if size > self.size - pos || h.base_offset < 0 || h.last_offset_delta < 0 {
+                return Err(corrupt(&path, pos, "bad batch header"));
+            }
+            f(&h);
+            reader.seek_relative((size - HEADER_SIZE as u64) as i64).map_err(io_err("reading segment", &path))?;
+            pos += size;
+        }
+        Ok(())
     }
 
     /// Whole batches starting with the one holding `offset`: at most

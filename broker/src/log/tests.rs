@@ -169,3 +169,50 @@ fn file_budget_closes_least_recently_used_segments() {
     log.release_files();
     assert_eq!(budget.open_segments(), 0);
 }
+
+#[test]
+fn disk_full_leaves_epoch_cache_and_producer_state_unchanged() {
+    let _guard = Unlimited;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let checkpoint = dir.path().join(super::file_names::LEADER_EPOCH_CHECKPOINT);
+    let mut log = Log::open_with(dir.path(), config(), clock.clone(), FileBudget::new(4)).unwrap();
+    for i in 0..3 {
+        log.append(&mut batch(i, 10), 0).unwrap();
+    }
+    let on_disk = std::fs::read(&checkpoint).unwrap();
+    let producer_batch = || {
+        let mut b = RecordBatchBuilder::new(Compression::None).producer(42, 0, 0);
+        b.append(0, None, Some(Bytes::from_static(b"p"))).unwrap();
+        b.build().unwrap().to_vec()
+    };
+
+    // The new epoch's checkpoint cannot be written: nothing happens.
+    set_write_budget(Some(0));
+    assert!(log.append(&mut batch(9, 10), 1).unwrap_err().is_disk_full());
+    set_write_budget(None);
+    assert_eq!((log.log_end_offset(), log.epoch_entries()), (3, vec![(0, 0)]));
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), on_disk);
+
+    // The checkpoint is written ("0\n2\n0 0\n1 3\n") but the batch is not:
+    // the entry is undone in memory; the file cannot be fixed (no space)
+    // and still names epoch 1 at the log end.
+    set_write_budget(Some(12));
+    assert!(log.append(&mut producer_batch(), 1).unwrap_err().is_disk_full());
+    set_write_budget(None);
+    assert_eq!((log.log_end_offset(), log.epoch_entries()), (3, vec![(0, 0)]));
+    assert_eq!(log.latest_epoch(), Some(0));
+    assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), "0\n2\n0 0\n1 3\n");
+    // The producer's failed batch left no state: its retry is new, not a
+    // duplicate.
+    assert_eq!(log.producer_ids(), Vec::<i64>::new());
+
+    // A crash now: the stray entry starts at the log end, so open drops it.
+    drop(log);
+    let mut log = Log::open_with(dir.path(), config(), clock, FileBudget::new(4)).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(0, 0)]);
+    let info = log.append(&mut producer_batch(), 1).unwrap();
+    assert!(!info.duplicate);
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 3)]);
+    assert!(log.append(&mut producer_batch(), 1).unwrap().duplicate);
+}

@@ -45,3 +45,30 @@ pub fn read_all(log: &Log, from: u64, max_bytes: usize) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// A batch from idempotent producer `producer_id` (epoch `producer_epoch`)
+/// with `count` records numbered from `base_sequence`.
+pub fn make_producer_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    count: usize,
+    timestamp: i64,
+) -> Vec<u8> {
+    let mut b = RecordBatchBuilder::new(Compression::None).producer(producer_id, producer_epoch, base_sequence);
+    for i in 0..count {
+        let value = format!("{producer_id}:{producer_epoch}:{}", i64::from(base_sequence) + i as i64);
+        b.append(timestamp, None, Some(Bytes::from(value))).expect("record fits");
+    }
+    b.build().expect("non-empty batch").to_vec()
+}
+
+/// Names of the files in `dir`, sorted.
+pub fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
