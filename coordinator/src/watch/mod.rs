@@ -31,6 +31,10 @@ struct Watcher {
     id: u64,
     path: String,
     prefix: bool,
+    /// First revision to deliver. A member that lags the revision a client
+    /// asked to start from (a follower still applying the log) must not
+    /// send it the older revisions it applies meanwhile.
+    start: u64,
     tx: mpsc::Sender<Vec<Event>>,
 }
 
@@ -103,6 +107,9 @@ impl WatchHub {
         }
         let events = Arc::new(events);
         inner.watchers.retain(|w| {
+            if revision < w.start {
+                return !w.tx.is_closed();
+            }
             let selected = w.select(&events);
             if selected.is_empty() {
                 return !w.tx.is_closed();
@@ -150,7 +157,7 @@ impl WatchHub {
         let (tx, live) = mpsc::channel(self.channel_capacity);
         let id = inner.next_id;
         inner.next_id += 1;
-        let watcher = Watcher { id, path: watch_path.to_string(), prefix, tx };
+        let watcher = Watcher { id, path: watch_path.to_string(), prefix, start, tx };
         let replay = inner
             .history
             .iter()
@@ -198,6 +205,18 @@ mod tests {
         assert!(sub.replay.iter().all(|b| b.len() == 1 && b[0].path == "/a/x"));
         hub.publish(6, vec![ev("/a", 6)]);
         assert_eq!(sub.live.try_recv().unwrap()[0].revision, 6);
+        assert!(sub.live.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_watch_ahead_of_this_member_skips_the_revisions_before_it() {
+        let hub = WatchHub::new(100, 16);
+        hub.publish(1, vec![ev("/a", 1)]);
+        let mut sub = hub.subscribe("/a", false, 3).unwrap();
+        assert!(sub.replay.is_empty());
+        hub.publish(2, vec![ev("/a", 2)]);
+        hub.publish(3, vec![ev("/a", 3)]);
+        assert_eq!(sub.live.try_recv().unwrap()[0].revision, 3, "revision 2 is before the watch's start");
         assert!(sub.live.try_recv().is_err());
     }
 
