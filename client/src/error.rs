@@ -61,6 +61,31 @@ pub enum ClientError {
     InvalidTopic(String),
     #[error("broker not available: {0}")]
     BrokerNotAvailable(String),
+    /// The request named a leader epoch older than the partition's: our
+    /// metadata is stale.
+    #[error("fenced leader epoch: {0}")]
+    FencedLeaderEpoch(String),
+    /// The request named a leader epoch newer than the broker knows: its
+    /// metadata lags behind ours.
+    #[error("unknown leader epoch: {0}")]
+    UnknownLeaderEpoch(String),
+    /// An idempotent producer's batch does not continue its partition's
+    /// sequence (an earlier batch was lost). The producer starts over with a
+    /// new producer id.
+    #[error("out of order sequence number: {0}")]
+    OutOfOrderSequenceNumber(String),
+    /// The producer epoch is older than one the partition has already seen.
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    /// The partition has no state for the producer id and the batch does not
+    /// start a sequence.
+    #[error("unknown producer id: {0}")]
+    UnknownProducerId(String),
+    /// `acks=all`: the leader appended the batch but the in-sync replicas
+    /// fell below `min.insync.replicas` before it was replicated. A retry
+    /// is safe for an idempotent producer (the broker drops the duplicate).
+    #[error("not enough in-sync replicas after append: {0}")]
+    NotEnoughReplicasAfterAppend(String),
     /// The broker is up but cannot serve (say, it lost the ensemble).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -132,6 +157,12 @@ impl ClientError {
             ErrorCode::LeaderNotAvailable => ClientError::LeaderNotAvailable(m),
             ErrorCode::InvalidTopic => ClientError::InvalidTopic(m),
             ErrorCode::BrokerNotAvailable => ClientError::BrokerNotAvailable(m),
+            ErrorCode::FencedLeaderEpoch => ClientError::FencedLeaderEpoch(m),
+            ErrorCode::UnknownLeaderEpoch => ClientError::UnknownLeaderEpoch(m),
+            ErrorCode::OutOfOrderSequenceNumber => ClientError::OutOfOrderSequenceNumber(m),
+            ErrorCode::InvalidProducerEpoch => ClientError::InvalidProducerEpoch(m),
+            ErrorCode::UnknownProducerId => ClientError::UnknownProducerId(m),
+            ErrorCode::NotEnoughReplicasAfterAppend => ClientError::NotEnoughReplicasAfterAppend(m),
             // A broker answers with the ensemble's codes when the ensemble
             // itself is what failed it.
             ErrorCode::Unavailable | ErrorCode::NotLeader => ClientError::Unavailable(m),
@@ -236,6 +267,12 @@ impl ClientError {
             ClientError::LeaderNotAvailable(_) => ErrorCode::LeaderNotAvailable,
             ClientError::InvalidTopic(_) => ErrorCode::InvalidTopic,
             ClientError::BrokerNotAvailable(_) => ErrorCode::BrokerNotAvailable,
+            ClientError::FencedLeaderEpoch(_) => ErrorCode::FencedLeaderEpoch,
+            ClientError::UnknownLeaderEpoch(_) => ErrorCode::UnknownLeaderEpoch,
+            ClientError::OutOfOrderSequenceNumber(_) => ErrorCode::OutOfOrderSequenceNumber,
+            ClientError::InvalidProducerEpoch(_) => ErrorCode::InvalidProducerEpoch,
+            ClientError::UnknownProducerId(_) => ErrorCode::UnknownProducerId,
+            ClientError::NotEnoughReplicasAfterAppend(_) => ErrorCode::NotEnoughReplicasAfterAppend,
             ClientError::Unavailable(_) => ErrorCode::Unavailable,
             ClientError::Other { code, .. } => return ErrorCode::try_from(*code).ok(),
             ClientError::Unreachable(_) | ClientError::NoOffset { .. } | ClientError::InvalidArgument(_) => {
@@ -256,8 +293,11 @@ impl ClientError {
                 | ClientError::LeaderNotAvailable(_)
                 | ClientError::RequestTimedOut(_)
                 | ClientError::NotEnoughReplicas(_)
+                | ClientError::NotEnoughReplicasAfterAppend(_)
                 | ClientError::StorageError(_)
                 | ClientError::BrokerNotAvailable(_)
+                | ClientError::FencedLeaderEpoch(_)
+                | ClientError::UnknownLeaderEpoch(_)
                 | ClientError::Unavailable(_)
                 | ClientError::Unreachable(_)
         )
@@ -273,6 +313,8 @@ impl ClientError {
                 | ClientError::UnknownTopicOrPartition(_)
                 | ClientError::StorageError(_)
                 | ClientError::BrokerNotAvailable(_)
+                | ClientError::FencedLeaderEpoch(_)
+                | ClientError::UnknownLeaderEpoch(_)
                 | ClientError::Unreachable(_)
         )
     }
@@ -307,14 +349,20 @@ mod tests {
             ErrorCode::LeaderNotAvailable,
             ErrorCode::InvalidTopic,
             ErrorCode::BrokerNotAvailable,
+            ErrorCode::FencedLeaderEpoch,
+            ErrorCode::UnknownLeaderEpoch,
+            ErrorCode::OutOfOrderSequenceNumber,
+            ErrorCode::InvalidProducerEpoch,
+            ErrorCode::UnknownProducerId,
+            ErrorCode::NotEnoughReplicasAfterAppend,
         ];
         for code in broker_codes {
             let e = ClientError::from_code(code as i32, "x");
             assert!(!matches!(e, ClientError::Other { .. }), "{code:?} fell through to Other");
             assert_eq!(e.code(), Some(code), "{code:?} does not round-trip");
         }
-        // Every number from 100 to 115 is covered: none is left unnamed.
-        for n in 100..=115 {
+        // Every number from 100 to 121 is covered: none is left unnamed.
+        for n in 100..=121 {
             assert!(ErrorCode::try_from(n).is_ok(), "code {n} has no name");
         }
     }
@@ -343,6 +391,9 @@ mod tests {
             ErrorCode::StorageError,
             ErrorCode::BrokerNotAvailable,
             ErrorCode::Unavailable,
+            ErrorCode::FencedLeaderEpoch,
+            ErrorCode::UnknownLeaderEpoch,
+            ErrorCode::NotEnoughReplicasAfterAppend,
         ];
         let fatal = [
             ErrorCode::UnknownTopicOrPartition,
@@ -356,6 +407,9 @@ mod tests {
             ErrorCode::InvalidConfig,
             ErrorCode::InvalidTopic,
             ErrorCode::Internal,
+            ErrorCode::OutOfOrderSequenceNumber,
+            ErrorCode::InvalidProducerEpoch,
+            ErrorCode::UnknownProducerId,
         ];
         for code in retriable {
             assert!(ClientError::from_code(code as i32, "").is_retriable(), "{code:?}");
@@ -366,6 +420,11 @@ mod tests {
         assert!(ClientError::Unreachable("x".into()).is_retriable());
         assert!(ClientError::UnknownTopicOrPartition(String::new()).is_stale_metadata());
         assert!(!ClientError::RequestTimedOut(String::new()).is_stale_metadata());
+        // Epoch mismatches mean someone's metadata is behind: refresh ours.
+        assert!(ClientError::FencedLeaderEpoch(String::new()).is_stale_metadata());
+        assert!(ClientError::UnknownLeaderEpoch(String::new()).is_stale_metadata());
+        assert!(!ClientError::NotEnoughReplicasAfterAppend(String::new()).is_stale_metadata());
+        assert!(!ClientError::OutOfOrderSequenceNumber(String::new()).is_stale_metadata());
     }
 
     #[test]

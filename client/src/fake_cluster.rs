@@ -4,10 +4,11 @@
 //! broker deaths and per-partition errors are under the test's control.
 //!
 //! It keeps what the client relies on (offsets assigned per batch, long-poll
-//! fetches, `NOT_LEADER` with a hint, metadata pushed on every change) and
-//! nothing else: no replication, no persistence.
+//! fetches, `NOT_LEADER` with a hint, metadata pushed on every change,
+//! producer ids and the de-duplication of idempotent batches on (producer
+//! id, epoch, sequence)) and nothing else: no replication, no persistence.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -19,13 +20,15 @@ use strata_proto::broker::broker_server::{Broker, BrokerServer};
 use strata_proto::broker::*;
 use strata_proto::common::{ErrorCode, ErrorDetail};
 use strata_proto::error::status_from_detail;
-use strata_proto::record_batch::{DecodedRecord, batches, set_base_offset};
+use strata_proto::record_batch::{BatchHeader, DecodedRecord, RecordBatch, batches, set_base_offset};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, WatchStream};
 use tonic::{Request, Response, Status};
+
+use crate::producer::increment_sequence;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -35,6 +38,19 @@ fn partition_error(code: ErrorCode, message: &str) -> Option<PartitionError> {
     Some(PartitionError { code: code as i32, message: message.into(), leader_id: -1, leader_addr: String::new() })
 }
 
+/// How many recent batches per producer a partition remembers for
+/// de-duplication (Kafka's broker keeps 5).
+const DEDUPE_WINDOW: usize = 5;
+
+/// What a partition knows of one idempotent producer.
+#[derive(Debug, Clone)]
+struct ProducerState {
+    epoch: i16,
+    last_sequence: i32,
+    /// (first sequence, last sequence, base offset) of recent batches.
+    recent: VecDeque<(i32, i32, i64)>,
+}
+
 #[derive(Debug, Default)]
 struct PartitionLog {
     leader: i32,
@@ -42,6 +58,112 @@ struct PartitionLog {
     /// (base offset, batch bytes with that base offset written in).
     batches: Vec<(i64, Bytes)>,
     end: i64,
+    producers: BTreeMap<i64, ProducerState>,
+}
+
+/// How a partition takes a produce request's batches.
+enum Admission {
+    /// Append them all.
+    Append,
+    /// They are all already in the log, from this base offset.
+    Duplicate(i64),
+}
+
+fn last_sequence(h: &BatchHeader) -> i32 {
+    increment_sequence(h.base_sequence, u32::try_from(h.records_count.max(1) - 1).unwrap_or(0))
+}
+
+impl PartitionLog {
+    /// Checks idempotent batches the way a broker does: a batch already in
+    /// the log is a duplicate; otherwise each producer's sequence must
+    /// continue where it left off (or start at 0 for a new producer or
+    /// epoch). All-or-nothing, like the real broker's validation.
+    fn admit(&self, parsed: &[RecordBatch]) -> Result<Admission, (ErrorCode, String)> {
+        if let Some(first) = parsed.first().map(RecordBatch::header)
+            && first.producer_id >= 0
+            && let Some(state) = self.producers.get(&first.producer_id)
+            && state.epoch == first.producer_epoch
+            && let Some(&(_, _, base)) =
+                state.recent.iter().find(|(f, l, _)| *f == first.base_sequence && *l == last_sequence(first))
+        {
+            let all_known = parsed.iter().map(RecordBatch::header).all(|h| {
+                self.producers.get(&h.producer_id).is_some_and(|s| {
+                    s.epoch == h.producer_epoch
+                        && s.recent.iter().any(|(f, l, _)| *f == h.base_sequence && *l == last_sequence(h))
+                })
+            });
+            return if all_known {
+                Ok(Admission::Duplicate(base))
+            } else {
+                Err((ErrorCode::OutOfOrderSequenceNumber, "a duplicate batch followed by new ones".into()))
+            };
+        }
+        let mut scratch: BTreeMap<i64, (i16, i32)> = BTreeMap::new();
+        for h in parsed.iter().map(RecordBatch::header) {
+            if h.producer_id < 0 {
+                continue;
+            }
+            let known = scratch
+                .get(&h.producer_id)
+                .copied()
+                .or_else(|| self.producers.get(&h.producer_id).map(|s| (s.epoch, s.last_sequence)));
+            match known {
+                None if h.base_sequence != 0 => {
+                    return Err((
+                        ErrorCode::UnknownProducerId,
+                        format!("producer {} is unknown and sequence {} is not 0", h.producer_id, h.base_sequence),
+                    ));
+                }
+                Some((epoch, _)) if h.producer_epoch < epoch => {
+                    return Err((
+                        ErrorCode::InvalidProducerEpoch,
+                        format!("epoch {} is older than {epoch}", h.producer_epoch),
+                    ));
+                }
+                Some((epoch, _)) if h.producer_epoch > epoch && h.base_sequence != 0 => {
+                    return Err((
+                        ErrorCode::OutOfOrderSequenceNumber,
+                        format!("a new epoch starts at sequence 0, not {}", h.base_sequence),
+                    ));
+                }
+                Some((epoch, last)) if h.producer_epoch == epoch && h.base_sequence != increment_sequence(last, 1) => {
+                    return Err((
+                        ErrorCode::OutOfOrderSequenceNumber,
+                        format!("expected sequence {}, got {}", increment_sequence(last, 1), h.base_sequence),
+                    ));
+                }
+                _ => {}
+            }
+            scratch.insert(h.producer_id, (h.producer_epoch, last_sequence(h)));
+        }
+        Ok(Admission::Append)
+    }
+
+    /// Appends a batch at the log end and remembers its producer's place.
+    fn push(&mut self, batch: &RecordBatch) {
+        let h = *batch.header();
+        let base = self.end;
+        let mut bytes = BytesMut::from(&batch.as_bytes()[..]);
+        set_base_offset(&mut bytes, base).expect("a whole batch");
+        self.batches.push((base, bytes.freeze()));
+        self.end += i64::from(h.records_count);
+        if h.producer_id >= 0 {
+            let state = self.producers.entry(h.producer_id).or_insert_with(|| ProducerState {
+                epoch: h.producer_epoch,
+                last_sequence: -1,
+                recent: VecDeque::new(),
+            });
+            if state.epoch != h.producer_epoch {
+                state.epoch = h.producer_epoch;
+                state.recent.clear();
+            }
+            state.last_sequence = last_sequence(&h);
+            state.recent.push_back((h.base_sequence, state.last_sequence, base));
+            if state.recent.len() > DEDUPE_WINDOW {
+                state.recent.pop_front();
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -60,9 +182,17 @@ struct Inner {
     produce_faults: BTreeMap<(String, u32), VecDeque<ErrorCode>>,
     /// Produce requests seen, per broker id.
     produce_calls: BTreeMap<i32, usize>,
+    /// Produce requests whose answer is "lost" after the partition's
+    /// batches were handled: the caller sees a broken connection.
+    lost_answers: BTreeMap<(String, u32), usize>,
+    /// The last producer id handed out.
+    last_producer_id: i64,
+    init_producer_id_calls: usize,
+    /// `InitProducerId` calls still to fail.
+    init_producer_id_faults: usize,
     /// Brokers whose watch streams stop forwarding changes (cut off from
     /// the ensemble, yet up).
-    frozen: std::collections::BTreeSet<i32>,
+    frozen: BTreeSet<i32>,
 }
 
 impl Inner {
@@ -200,6 +330,7 @@ impl Broker for FakeBroker {
         let mut inner = lock(&self.shared.inner);
         *inner.produce_calls.entry(self.id).or_default() += 1;
         let mut response = ProduceResponse::default();
+        let mut lost = false;
         for topic in request.topics {
             let mut answers = ProduceTopicResponse { topic: topic.topic.clone(), partitions: Vec::new() };
             for part in topic.partitions {
@@ -210,8 +341,8 @@ impl Broker for FakeBroker {
                     log_append_time: -1,
                     log_start_offset: 0,
                 };
-                let fault =
-                    inner.produce_faults.get_mut(&(topic.topic.clone(), part.partition)).and_then(VecDeque::pop_front);
+                let key = (topic.topic.clone(), part.partition);
+                let fault = inner.produce_faults.get_mut(&key).and_then(VecDeque::pop_front);
                 if let Some(error) = inner.leader_error(self.id, &topic.topic, part.partition) {
                     answer.error = Some(error);
                 } else if let Some(code) = fault {
@@ -219,21 +350,24 @@ impl Broker for FakeBroker {
                 } else {
                     let log =
                         &mut inner.topics.get_mut(&topic.topic).expect("checked").partitions[part.partition as usize];
-                    answer.base_offset = log.end;
-                    for batch in batches(part.records, usize::MAX) {
-                        let batch = match batch {
-                            Ok(b) => b,
-                            Err(e) => {
-                                answer.error = partition_error(ErrorCode::CorruptRecord, &e.to_string());
-                                break;
+                    // Validated whole before anything is appended.
+                    match batches(part.records, usize::MAX).collect::<Result<Vec<_>, _>>() {
+                        Err(e) => answer.error = partition_error(ErrorCode::CorruptRecord, &e.to_string()),
+                        Ok(parsed) => match log.admit(&parsed) {
+                            Err((code, message)) => answer.error = partition_error(code, &message),
+                            Ok(Admission::Duplicate(base)) => answer.base_offset = base,
+                            Ok(Admission::Append) => {
+                                answer.base_offset = log.end;
+                                for batch in &parsed {
+                                    log.push(batch);
+                                }
                             }
-                        };
-                        let count = i64::from(batch.header().records_count);
-                        let mut bytes = BytesMut::from(&batch.as_bytes()[..]);
-                        set_base_offset(&mut bytes, log.end).expect("a whole batch");
-                        log.batches.push((log.end, bytes.freeze()));
-                        log.end += count;
+                        },
                     }
+                }
+                if let Some(n) = inner.lost_answers.get_mut(&key).filter(|n| **n > 0) {
+                    *n -= 1;
+                    lost = true;
                 }
                 answers.partitions.push(answer);
             }
@@ -241,6 +375,11 @@ impl Broker for FakeBroker {
         }
         drop(inner);
         self.shared.appended.notify_waiters();
+        if lost {
+            // No ErrorDetail: a connection that broke after the broker did
+            // its work.
+            return Err(Status::unavailable("connection reset before the answer"));
+        }
         Ok(Response::new(response))
     }
 
@@ -325,6 +464,31 @@ impl Broker for FakeBroker {
             snapshot.topics = topics;
         }
         Ok(Response::new(snapshot))
+    }
+
+    async fn offset_for_leader_epoch(
+        &self,
+        _: Request<OffsetForLeaderEpochRequest>,
+    ) -> Result<Response<OffsetForLeaderEpochResponse>, Status> {
+        self.check_alive()?;
+        Err(Status::unimplemented("the fake cluster keeps no leader-epoch history"))
+    }
+
+    async fn init_producer_id(
+        &self,
+        _: Request<InitProducerIdRequest>,
+    ) -> Result<Response<InitProducerIdResponse>, Status> {
+        self.check_alive()?;
+        let mut inner = lock(&self.shared.inner);
+        inner.init_producer_id_calls += 1;
+        if inner.init_producer_id_faults > 0 {
+            inner.init_producer_id_faults -= 1;
+            return Err(admin_error(ErrorCode::Unavailable, "injected: no producer ids right now"));
+        }
+        // Ids start well away from 0, so a test cannot mistake a default
+        // for an allocation.
+        inner.last_producer_id = inner.last_producer_id.max(999) + 1;
+        Ok(Response::new(InitProducerIdResponse { producer_id: inner.last_producer_id, producer_epoch: 0 }))
     }
 
     type WatchMetadataStream = MetadataStream;
@@ -480,6 +644,15 @@ impl Admin for FakeBroker {
         let snapshot = lock(&self.shared.inner).snapshot();
         Ok(Response::new(DescribeClusterResponse { brokers: snapshot.brokers, controller_id: snapshot.controller_id }))
     }
+
+    async fn elect_leaders(
+        &self,
+        _: Request<strata_proto::broker::ElectLeadersRequest>,
+    ) -> Result<Response<strata_proto::broker::ElectLeadersResponse>, Status> {
+        // The fake has no controller; the real election is tested against
+        // real brokers (tests/tests/it/replication.rs).
+        Err(Status::unimplemented("the fake cluster has no preferred-leader election"))
+    }
 }
 
 struct Process {
@@ -590,6 +763,39 @@ impl FakeCluster {
         let mut inner = lock(&self.shared.inner);
         let faults = inner.produce_faults.entry((topic.to_string(), partition)).or_default();
         faults.extend(std::iter::repeat_n(code, count));
+    }
+
+    /// The next `count` produce requests carrying the partition are handled
+    /// in full, but their answer never arrives: the connection breaks.
+    pub(crate) fn lose_produce_answers(&self, topic: &str, partition: u32, count: usize) {
+        *lock(&self.shared.inner).lost_answers.entry((topic.to_string(), partition)).or_default() += count;
+    }
+
+    /// The next `count` `InitProducerId` calls fail (retriably).
+    pub(crate) fn fail_init_producer_id(&self, count: usize) {
+        lock(&self.shared.inner).init_producer_id_faults += count;
+    }
+
+    /// `InitProducerId` calls received by any broker.
+    pub(crate) fn init_producer_id_calls(&self) -> usize {
+        lock(&self.shared.inner).init_producer_id_calls
+    }
+
+    /// The headers of a partition's stored batches, in offset order.
+    pub(crate) fn batch_headers(&self, topic: &str, partition: u32) -> Vec<BatchHeader> {
+        let inner = lock(&self.shared.inner);
+        inner
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(partition as usize))
+            .map(|p| {
+                p.batches
+                    .iter()
+                    .filter_map(|(_, b)| batches(b.clone(), usize::MAX).next().and_then(Result::ok))
+                    .map(|b| *b.header())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Appends a ready-made batch (offsets are assigned here).

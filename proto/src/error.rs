@@ -22,7 +22,13 @@ pub fn status_from_detail(detail: ErrorDetail) -> tonic::Status {
         | ErrorCode::NotEnoughReplicas
         | ErrorCode::RequestTimedOut
         | ErrorCode::LeaderNotAvailable
-        | ErrorCode::BrokerNotAvailable => tonic::Code::Unavailable,
+        | ErrorCode::BrokerNotAvailable
+        | ErrorCode::FencedLeaderEpoch
+        | ErrorCode::UnknownLeaderEpoch
+        | ErrorCode::NotEnoughReplicasAfterAppend => tonic::Code::Unavailable,
+        ErrorCode::OutOfOrderSequenceNumber | ErrorCode::InvalidProducerEpoch | ErrorCode::UnknownProducerId => {
+            tonic::Code::FailedPrecondition
+        }
         ErrorCode::TopicAlreadyExists => tonic::Code::AlreadyExists,
         ErrorCode::OffsetOutOfRange => tonic::Code::OutOfRange,
         ErrorCode::MessageTooLarge

@@ -41,12 +41,30 @@ pub struct ProduceArgs {
     pub acks: AcksArg,
     #[arg(long, value_enum, default_value = "none")]
     pub compression: CompressionArg,
+    /// Turn idempotence off. It is on by default with `--acks all`: each
+    /// batch carries a producer id and sequence, so a retry after a lost
+    /// answer never writes a record twice. `--acks 1` and `--acks 0` imply
+    /// this flag.
+    #[arg(long)]
+    pub no_idempotence: bool,
     /// Send every record to this partition instead of the partitioner's choice.
     #[arg(long)]
     pub partition: Option<u32>,
     /// Give up on a record after this many seconds.
     #[arg(long, default_value_t = 30)]
     pub delivery_timeout: u64,
+}
+
+/// The producer settings `--acks` and `--no-idempotence` ask for. Like
+/// Kafka's console producer, a weaker `--acks` quietly turns idempotence off
+/// rather than being refused.
+pub(crate) fn producer_config(acks: AcksArg, no_idempotence: bool) -> ProducerConfig {
+    let acks = match acks {
+        AcksArg::None => Acks::None,
+        AcksArg::Leader => Acks::Leader,
+        AcksArg::All => Acks::All,
+    };
+    ProducerConfig { acks, enable_idempotence: !no_idempotence && acks == Acks::All, ..ProducerConfig::default() }
 }
 
 pub async fn run(args: &BrokerArgs, p: ProduceArgs) -> anyhow::Result<()> {
@@ -56,12 +74,7 @@ pub async fn run(args: &BrokerArgs, p: ProduceArgs) -> anyhow::Result<()> {
         .wait_for_topic(&p.topic, Duration::from_secs(5))
         .await
         .map_err(|e| anyhow::anyhow!("cannot produce to {}: {e}", p.topic))?;
-    let acks = match p.acks {
-        AcksArg::None => Acks::None,
-        AcksArg::Leader => Acks::Leader,
-        AcksArg::All => Acks::All,
-    };
-    let mut config = ProducerConfig { acks, ..ProducerConfig::default() };
+    let mut config = producer_config(p.acks, p.no_idempotence);
     config.accumulator.compression = match p.compression {
         CompressionArg::None => Compression::None,
         CompressionArg::Gzip => Compression::Gzip,
@@ -70,7 +83,7 @@ pub async fn run(args: &BrokerArgs, p: ProduceArgs) -> anyhow::Result<()> {
         CompressionArg::Zstd => Compression::Zstd,
     };
     config.accumulator.delivery_timeout = Duration::from_secs(p.delivery_timeout);
-    let producer = Producer::new(metadata, config);
+    let producer = Producer::new(metadata, config)?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut pending = Vec::new();
     let mut failed = 0u64;
@@ -122,4 +135,39 @@ pub async fn run(args: &BrokerArgs, p: ProduceArgs) -> anyhow::Result<()> {
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::perf::PerfCommand;
+
+    #[test]
+    fn weaker_acks_imply_no_idempotence() {
+        for (acks, no_idempotence, expected) in [
+            (AcksArg::All, false, (Acks::All, true)),
+            (AcksArg::All, true, (Acks::All, false)),
+            (AcksArg::Leader, false, (Acks::Leader, false)),
+            (AcksArg::None, false, (Acks::None, false)),
+            (AcksArg::None, true, (Acks::None, false)),
+        ] {
+            let config = producer_config(acks, no_idempotence);
+            assert_eq!((config.acks, config.enable_idempotence), expected, "{acks:?} {no_idempotence}");
+            config.validate().expect("never refused");
+        }
+    }
+
+    #[test]
+    fn both_produce_commands_take_the_flag() {
+        let cli = Cli::try_parse_from(["strata", "produce", "t", "--no-idempotence"]).expect("parses");
+        assert!(matches!(cli.command, Command::Produce { produce, .. } if produce.no_idempotence));
+        let cli = Cli::try_parse_from(["strata", "produce", "t"]).expect("parses");
+        assert!(matches!(cli.command, Command::Produce { produce, .. } if !produce.no_idempotence));
+        let cli =
+            Cli::try_parse_from(["strata", "perf", "produce", "--topic", "t", "--no-idempotence"]).expect("parses");
+        assert!(matches!(cli.command, Command::Perf { command: PerfCommand::Produce(a) } if a.no_idempotence));
+    }
 }

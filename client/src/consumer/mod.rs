@@ -639,6 +639,7 @@ impl Consumer {
 
     fn start_fetches(&mut self, metadata: &ClusterMetadata, now: Instant) {
         let mut by_broker: BTreeMap<String, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+        let mut gone = Vec::new();
         for (tp, state) in &self.partitions {
             let Some(position) = state.position else { continue };
             if state.paused || state.busy || state.error.is_some() || !state.buffer.is_empty() {
@@ -649,13 +650,24 @@ impl Consumer {
             }
             let Some((_, addr)) = metadata.leader_for(&tp.topic, tp.partition) else {
                 // Leaderless: a metadata change wakes `poll` when one is
-                // elected.
+                // elected, unless the partition is gone from the cluster
+                // (a fetch that failed just before the metadata said so
+                // leaves it here).
+                if metadata.is_received() && metadata.partition_count(&tp.topic).is_none_or(|n| tp.partition >= n) {
+                    gone.push(tp.clone());
+                }
                 continue;
             };
             if self.fetching.contains(addr) {
                 continue;
             }
             by_broker.entry(addr.to_string()).or_default().push((tp.clone(), position));
+        }
+        for tp in gone {
+            if let Some(state) = self.partitions.get_mut(&tp) {
+                state.error =
+                    Some(ClientError::UnknownTopicOrPartition(format!("{tp} is not in the cluster metadata")));
+            }
         }
         for (addr, offsets) in by_broker {
             for (tp, _) in &offsets {
@@ -671,6 +683,8 @@ impl Consumer {
                         partition: tp.partition,
                         fetch_offset: *offset,
                         partition_max_bytes: self.config.max_partition_fetch_bytes,
+                        // No fencing by leader epoch yet.
+                        current_leader_epoch: -1,
                     })
                     .collect(),
                 max_wait_ms: u32::try_from(self.config.fetch_max_wait.as_millis()).unwrap_or(u32::MAX),

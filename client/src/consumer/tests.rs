@@ -174,7 +174,7 @@ async fn keyed_records_round_trip_through_producer_and_consumer() {
         accumulator: AccumulatorConfig { linger: Duration::from_millis(2), ..AccumulatorConfig::default() },
         ..ProducerConfig::default()
     };
-    let producer = Producer::new(metadata.clone(), config);
+    let producer = Producer::new(metadata.clone(), config).expect("a valid config");
     let total = 20_000usize;
     let keys = 97;
     let mut deliveries = Vec::with_capacity(total);

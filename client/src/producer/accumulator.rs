@@ -10,9 +10,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use strata_proto::record_batch::layout::HEADER_SIZE;
 use strata_proto::record_batch::{
     BatchError, Compression, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record, RecordBatchBuilder,
+    set_producer_state,
 };
 use tokio::sync::Notify;
 
@@ -118,9 +120,10 @@ impl OpenBatch {
             }),
             Err(e) => {
                 // Under idempotence this leaves a gap in the partition's
-                // sequences; the broker then refuses later batches and the
-                // sender must start a new epoch. Encoding a batch whose
-                // records were each accepted does not fail in practice.
+                // sequences: the broker answers the next batch with
+                // OUT_OF_ORDER_SEQUENCE_NUMBER and the sender takes a new
+                // producer id. Encoding a batch whose records were each
+                // accepted does not fail in practice.
                 self.completion.finish(Err(ProduceError::Encode(e)));
                 None
             }
@@ -566,6 +569,53 @@ impl RecordAccumulator {
             for (_, queue) in state.queues_mut() {
                 queue.sequence.reset();
             }
+        }
+    }
+
+    /// The identity batches drained now are stamped with.
+    pub fn producer_identity(&self) -> Option<ProducerIdentity> {
+        self.inner.lock().identity
+    }
+
+    /// Re-stamps a drained batch that was never sent with the current
+    /// identity (or with none) and the next base sequence of its partition,
+    /// rewriting the header and CRC in place; the records are not re-encoded.
+    /// For a batch drained under an identity that has since been replaced.
+    ///
+    /// The caller must not have drained a newer batch of the partition since
+    /// the identity changed (the sender's one-request-per-partition rule
+    /// guarantees it), so the batch keeps its place in the sequence.
+    pub fn restamp(&self, batch: &mut ReadyBatch) -> Result<(), BatchError> {
+        let mut state = self.inner.lock();
+        let identity = state.identity;
+        let queue = state.queue_mut(&batch.topic, batch.partition);
+        let (producer_id, producer_epoch, base_sequence) = match identity {
+            Some(id) => (id.producer_id, id.epoch, queue.sequence.assign(batch.record_count)),
+            None => (NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE),
+        };
+        let mut bytes = BytesMut::from(&batch.bytes[..]);
+        if let Err(e) = set_producer_state(&mut bytes, producer_id, producer_epoch, base_sequence) {
+            if identity.is_some() {
+                // Hand the sequences out again rather than leave a gap.
+                queue.sequence.rewind(base_sequence);
+            }
+            return Err(e);
+        }
+        batch.bytes = bytes.freeze();
+        batch.producer_id = producer_id;
+        batch.producer_epoch = producer_epoch;
+        batch.base_sequence = base_sequence;
+        Ok(())
+    }
+
+    /// Hands `base_sequence` and the ones after it out again on the
+    /// partition, if `identity` is still current: for batches the broker
+    /// refused outright (so it never saw those sequences). The caller must
+    /// not have drained a newer batch of the partition since.
+    pub fn rewind_sequence(&self, topic: &str, partition: u32, identity: ProducerIdentity, base_sequence: i32) {
+        let mut state = self.inner.lock();
+        if state.identity == Some(identity) {
+            state.queue_mut(topic, partition).sequence.rewind(base_sequence);
         }
     }
 

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::error::ProduceError;
 use super::memory::MemoryPool;
+use super::sequence::ProducerIdentity;
 
 /// What the partition leader answered for a batch it appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +224,12 @@ impl ReadyBatch {
     /// `NO_SEQUENCE` unless the producer is idempotent.
     pub fn base_sequence(&self) -> i32 {
         self.base_sequence
+    }
+
+    /// The idempotent identity the batch carries, if any.
+    pub fn identity(&self) -> Option<ProducerIdentity> {
+        (self.producer_id >= 0)
+            .then_some(ProducerIdentity { producer_id: self.producer_id, epoch: self.producer_epoch })
     }
 
     /// When the batch's first record was appended (delivery timeouts count

@@ -18,8 +18,8 @@ use super::transport::{Acks, GrpcTransport, ProduceTransport};
 use crate::error::ClientError;
 use crate::metadata::{ClusterMetadata, MetadataClient};
 
-/// Everything a [`Producer`] can be tuned with. Defaults follow Kafka's
-/// producer, except that `acks=all` is the default here as in Kafka 3+.
+/// Everything a [`Producer`] can be tuned with. Defaults follow Kafka 3+'s
+/// producer: `acks=all` and idempotence on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerConfig {
     /// Batching, compression, memory and the delivery timeout.
@@ -40,6 +40,14 @@ pub struct ProducerConfig {
     /// `max.in.flight.requests.per.connection`). Order within a partition
     /// holds regardless: a partition has at most one request in flight.
     pub max_in_flight_per_broker: usize,
+    /// Idempotence (Kafka `enable.idempotence`): the producer takes a
+    /// producer id from the cluster and stamps every batch with it and a
+    /// per-partition sequence, so the broker drops a batch it already has
+    /// and a retry after a lost answer never writes a record twice. Needs
+    /// `acks=all` and `retries > 0`; [`Producer::new`] refuses other
+    /// combinations rather than silently weakening the guarantee, so turn
+    /// this off to use `acks=1` or `acks=0`.
+    pub enable_idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -52,7 +60,27 @@ impl Default for ProducerConfig {
             retry_backoff_max: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             max_in_flight_per_broker: 5,
+            enable_idempotence: true,
         }
+    }
+}
+
+impl ProducerConfig {
+    /// Refuses settings that contradict each other: idempotence without
+    /// `acks=all`, or without retries.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        if self.enable_idempotence && self.acks != Acks::All {
+            return Err(ClientError::InvalidArgument(format!(
+                "enable_idempotence requires acks=all, but acks={}; turn idempotence off to use acks={}",
+                self.acks, self.acks
+            )));
+        }
+        if self.enable_idempotence && self.retries == 0 {
+            return Err(ClientError::InvalidArgument(
+                "enable_idempotence requires retries > 0; turn idempotence off to disable retries".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -97,8 +125,10 @@ fn now_ms() -> i64 {
 impl Producer {
     /// A producer with Kafka's default partitioner (murmur2 of the key,
     /// sticky batches for keyless records). Must be called within a Tokio
-    /// runtime: it starts the sender task.
-    pub fn new(metadata: MetadataClient, config: ProducerConfig) -> Producer {
+    /// runtime: it starts the sender task. Fails with
+    /// [`ClientError::InvalidArgument`] when the config contradicts itself
+    /// (see [`ProducerConfig::validate`]).
+    pub fn new(metadata: MetadataClient, config: ProducerConfig) -> Result<Producer, ClientError> {
         Producer::with_partitioner(metadata, config, Arc::new(DefaultPartitioner::new()))
     }
 
@@ -106,7 +136,7 @@ impl Producer {
         metadata: MetadataClient,
         config: ProducerConfig,
         partitioner: Arc<dyn Partitioner>,
-    ) -> Producer {
+    ) -> Result<Producer, ClientError> {
         let transport = Arc::new(GrpcTransport::new(metadata.clone()));
         Producer::with_transport(metadata, config, partitioner, transport)
     }
@@ -118,7 +148,8 @@ impl Producer {
         config: ProducerConfig,
         partitioner: Arc<dyn Partitioner>,
         transport: Arc<T>,
-    ) -> Producer {
+    ) -> Result<Producer, ClientError> {
+        config.validate()?;
         let sender_config = SenderConfig {
             acks: config.acks,
             retries: config.retries,
@@ -128,12 +159,13 @@ impl Producer {
             max_in_flight_per_broker: config.max_in_flight_per_broker,
             max_request_size: config.accumulator.max_request_size,
             delivery_timeout: config.accumulator.delivery_timeout,
+            idempotent: config.enable_idempotence,
         };
         let acc = RecordAccumulator::new(config.accumulator, partitioner);
         let (done_tx, done) = watch::channel(false);
         let sender = Sender::new(acc.clone(), transport, metadata.clone(), sender_config, done_tx);
         tokio::spawn(sender.run());
-        Producer { inner: Arc::new(Inner { acc, metadata, done }) }
+        Ok(Producer { inner: Arc::new(Inner { acc, metadata, done }) })
     }
 
     /// Sends a record to the partition its key picks (or a sticky one when

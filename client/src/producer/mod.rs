@@ -1,8 +1,9 @@
 //! The producer: partitioners, the record accumulator (batching, linger,
 //! compression, bounded memory with back-pressure, delivery futures,
 //! idempotence sequences), the sender loop that carries batches to
-//! partition leaders with retries, and [`Producer`], which ties them to a
-//! [`MetadataClient`](crate::metadata::MetadataClient).
+//! partition leaders with retries (idempotent by default: producer ids from
+//! the cluster, so a retry never writes a record twice), and [`Producer`],
+//! which ties them to a [`MetadataClient`](crate::metadata::MetadataClient).
 //!
 //! The accumulator opens no connection and reads no clock for its rules;
 //! callers pass `now` in. The network sits behind [`ProduceTransport`].
@@ -17,6 +18,8 @@ mod sender;
 mod sequence;
 mod transport;
 
+#[cfg(test)]
+mod idempotence_tests;
 #[cfg(test)]
 mod sender_tests;
 #[cfg(test)]

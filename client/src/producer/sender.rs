@@ -11,6 +11,38 @@
 //! pending, and nothing more is drained for it until that settles. A retried
 //! batch therefore can never be overtaken by a later one, which keeps every
 //! partition's records in order without idempotence.
+//!
+//! Idempotence. The sender first obtains a producer id (`InitProducerId`
+//! from any broker, retried with backoff) and drains nothing until it has
+//! one; the accumulator stamps every batch drained under it with the id, its
+//! epoch and the partition's next base sequence. A retry resends the very
+//! same bytes, so a broker that already appended the batch (its answer was
+//! lost) recognises it and answers the original offset instead of appending
+//! it twice.
+//!
+//! A batch that fails for good after it may have reached a broker (delivery
+//! timeout or retries exhausted after a send, `OUT_OF_ORDER_SEQUENCE_NUMBER`,
+//! `UNKNOWN_PRODUCER_ID`, `INVALID_PRODUCER_EPOCH`, or any final error that
+//! leaves its fate unknown) may leave a hole in its partition's sequence
+//! that nothing can fill: the broker would refuse every later batch as out
+//! of order. The choice made here is the simplest correct one: drop the
+//! identity and take a whole new producer id, under which every partition's
+//! sequence starts again at 0, draining nothing until it arrives. It costs
+//! one `InitProducerId` per such failure (rare), where Kafka bumps the epoch
+//! and renumbers per partition. Around the switch:
+//! - batches sent under the old identity and waiting for a retry keep it:
+//!   their identical bytes are what lets the broker spot a duplicate. Their
+//!   partition is blocked meanwhile, so its first batch under the new
+//!   identity is drained only after they settle, and starts at sequence 0;
+//! - the failure of a batch that carries an identity already dropped does
+//!   not drop the new one: the new sequences have no hole;
+//! - batches stamped but never sent (only those parked for want of a leader)
+//!   give their sequences back when parked and are re-stamped (header and
+//!   CRC rewritten, records untouched) with the then current identity when
+//!   they finally go;
+//! - a batch the broker refused outright on its first send (too large,
+//!   corrupt, ...) was not appended, so its sequences are handed out again
+//!   rather than spending the identity.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -22,11 +54,12 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 use strata_proto::broker::{ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceTopic};
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::accumulator::RecordAccumulator;
 use super::batch::{BatchAck, ReadyBatch};
 use super::error::ProduceError;
+use super::sequence::ProducerIdentity;
 use super::transport::{Acks, ProduceTransport};
 use crate::error::ClientError;
 use crate::metadata::{ClusterMetadata, MetadataClient};
@@ -47,6 +80,8 @@ pub(crate) struct SenderConfig {
     pub(crate) max_in_flight_per_broker: usize,
     pub(crate) max_request_size: usize,
     pub(crate) delivery_timeout: Duration,
+    /// Stamp batches with a producer id and sequences.
+    pub(crate) idempotent: bool,
 }
 
 /// Now on Tokio's clock, as the `std` instant the accumulator works in.
@@ -64,11 +99,23 @@ pub(crate) struct PartitionBatches {
     pub(crate) batches: Vec<ReadyBatch>,
     /// How many times these batches have been sent.
     pub(crate) attempts: u32,
+    /// The batches gave their sequences back (parked before their first
+    /// send) and must be re-stamped before they go.
+    pub(crate) unstamped: bool,
 }
 
 impl PartitionBatches {
     fn bytes(&self) -> usize {
         self.batches.iter().map(|b| b.bytes().len()).sum()
+    }
+
+    /// The identity the batches carry (all of them carry the same: they
+    /// were drained, or re-stamped, together).
+    fn identity(&self) -> Option<ProducerIdentity> {
+        if self.unstamped {
+            return None;
+        }
+        self.batches.first().and_then(ReadyBatch::identity)
     }
 
     /// Reports success. The broker gives the first record of the first
@@ -92,13 +139,14 @@ impl PartitionBatches {
     }
 
     /// Fails the batches older than the delivery timeout (a prefix, since
-    /// batches are oldest first) and returns the rest, if any.
-    fn expire(mut self, now: Instant, timeout: Duration) -> Option<PartitionBatches> {
+    /// batches are oldest first). Returns whether any failed, and the rest,
+    /// if any.
+    fn expire(mut self, now: Instant, timeout: Duration) -> (bool, Option<PartitionBatches>) {
         let expired = self.batches.iter().take_while(|b| now.saturating_duration_since(b.created()) >= timeout).count();
         for batch in self.batches.drain(..expired) {
             batch.complete(Err(ProduceError::Timeout(timeout)));
         }
-        (!self.batches.is_empty()).then_some(self)
+        (expired > 0, (!self.batches.is_empty()).then_some(self))
     }
 
     /// When the oldest batch reaches the delivery timeout.
@@ -122,7 +170,13 @@ pub(crate) fn group_by_leader(
             Some(&i) => parts[i].batches.push(batch),
             None => {
                 index.insert(key.clone(), parts.len());
-                parts.push(PartitionBatches { topic: key.0, partition: key.1, batches: vec![batch], attempts: 0 });
+                parts.push(PartitionBatches {
+                    topic: key.0,
+                    partition: key.1,
+                    batches: vec![batch],
+                    attempts: 0,
+                    unstamped: false,
+                });
             }
         }
     }
@@ -212,6 +266,33 @@ pub(crate) fn judge(
     }
 }
 
+/// Final errors with which a broker refuses a partition's records before
+/// appending any of them.
+fn refused_outright(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::MessageTooLarge(_)
+            | ClientError::CorruptRecord(_)
+            | ClientError::InvalidRequest(_)
+            | ClientError::InvalidTopic(_)
+            | ClientError::UnknownTopicOrPartition(_)
+    )
+}
+
+/// Where the sender stands with its idempotent producer id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdState {
+    /// Not idempotent: batches carry no producer id.
+    Disabled,
+    /// A (new) producer id is needed; the next `InitProducerId` may go at
+    /// `not_before`. `failures` counts failed calls in a row.
+    Needed { failures: u32, not_before: Instant },
+    /// An `InitProducerId` call is under way.
+    Requesting { failures: u32 },
+    /// Batches drained now carry this identity.
+    Ready(ProducerIdentity),
+}
+
 /// Batches waiting to be sent again.
 #[derive(Debug)]
 struct Retry {
@@ -250,6 +331,9 @@ pub(crate) struct Sender<T> {
     /// Outstanding requests per broker address.
     in_flight: HashMap<String, usize>,
     requests: FuturesUnordered<BoxFuture<'static, Outcome>>,
+    id_state: IdState,
+    /// The `InitProducerId` call under way, if any (at most one).
+    init: FuturesUnordered<BoxFuture<'static, Result<ProducerIdentity, ClientError>>>,
     done: watch::Sender<bool>,
 }
 
@@ -263,6 +347,9 @@ impl<T: ProduceTransport> Sender<T> {
     ) -> Sender<T> {
         // Zero would never send anything.
         config.max_in_flight_per_broker = config.max_in_flight_per_broker.max(1);
+        let id_state =
+            if config.idempotent { IdState::Needed { failures: 0, not_before: now() } } else { IdState::Disabled };
+        acc.set_producer_identity(None);
         Sender {
             acc,
             transport,
@@ -272,6 +359,8 @@ impl<T: ProduceTransport> Sender<T> {
             retries: Vec::new(),
             in_flight: HashMap::new(),
             requests: FuturesUnordered::new(),
+            id_state,
+            init: FuturesUnordered::new(),
             done,
         }
     }
@@ -285,6 +374,7 @@ impl<T: ProduceTransport> Sender<T> {
             self.acc.expire(now);
             self.expire_retries(now);
             let metadata = metadata_rx.borrow_and_update().clone();
+            self.request_identity(now);
             self.round(now, &metadata);
             if self.acc.is_closed() && self.acc.incomplete_batches() == 0 && self.requests.is_empty() {
                 break;
@@ -292,6 +382,7 @@ impl<T: ProduceTransport> Sender<T> {
             let wake = self.next_wakeup(now, &metadata);
             tokio::select! {
                 Some(outcome) = self.requests.next(), if !self.requests.is_empty() => self.handle(outcome),
+                Some(identity) = self.init.next(), if !self.init.is_empty() => self.identity_arrived(identity),
                 () = self.acc.changed() => {}
                 () = sleep(wake), if wake.is_some() => {}
                 changed = metadata_rx.changed(), if metadata_open => metadata_open = changed.is_ok(),
@@ -318,6 +409,134 @@ impl<T: ProduceTransport> Sender<T> {
         }
     }
 
+    /// Whether batches may be drained (and stamped) now: not while an
+    /// idempotent producer waits for its producer id.
+    fn may_drain(&self) -> bool {
+        matches!(self.id_state, IdState::Disabled | IdState::Ready(_))
+    }
+
+    /// Whether an `InitProducerId` call should go out once its backoff
+    /// ends: always the first time, and after a failure only while records
+    /// wait for it.
+    fn identity_wanted(&self) -> Option<Instant> {
+        match self.id_state {
+            IdState::Needed { failures, not_before } if failures == 0 || self.acc.incomplete_batches() > 0 => {
+                Some(not_before)
+            }
+            _ => None,
+        }
+    }
+
+    fn request_identity(&mut self, now: Instant) {
+        let IdState::Needed { failures, .. } = self.id_state else {
+            return;
+        };
+        if self.identity_wanted().is_none_or(|at| now < at) {
+            return;
+        }
+        self.id_state = IdState::Requesting { failures };
+        let transport = self.transport.clone();
+        let timeout = self.config.request_timeout;
+        self.init.push(Box::pin(async move { transport.init_producer_id(timeout).await }));
+    }
+
+    fn identity_arrived(&mut self, result: Result<ProducerIdentity, ClientError>) {
+        match result {
+            Ok(identity) => {
+                debug!(producer_id = identity.producer_id, epoch = identity.epoch, "obtained a producer id");
+                // A new identity restarts every partition's sequence at 0.
+                self.acc.set_producer_identity(Some(identity));
+                self.id_state = IdState::Ready(identity);
+            }
+            Err(error) => {
+                let failures = match self.id_state {
+                    IdState::Requesting { failures } => failures.saturating_add(1),
+                    _ => 1,
+                };
+                let not_before = now() + self.backoff(failures);
+                debug!(%error, failures, "no producer id yet; records wait for one");
+                self.id_state = IdState::Needed { failures, not_before };
+            }
+        }
+    }
+
+    /// Drops the current identity if batches carrying it failed in a way
+    /// that may leave a hole in a partition's sequence; a new producer id is
+    /// requested at once and nothing is drained until it arrives.
+    fn lose_identity(&mut self, carried: Option<ProducerIdentity>, why: &dyn std::fmt::Display) {
+        if let (IdState::Ready(current), Some(carried)) = (self.id_state, carried)
+            && current == carried
+        {
+            info!(
+                producer_id = current.producer_id,
+                epoch = current.epoch,
+                reason = %why,
+                "a batch failed for good; taking a new producer id"
+            );
+            // `None` also makes sure the next identity resets every
+            // sequence, even if a broker handed out the same one again.
+            self.acc.set_producer_identity(None);
+            self.id_state = IdState::Needed { failures: 0, not_before: now() };
+        }
+    }
+
+    /// The sequence bookkeeping after batches failed for good: a refusal on
+    /// their only send hands their sequences out again; anything else may
+    /// have left a hole and spends their identity.
+    fn after_final_failure(&mut self, part: &PartitionBatches, error: &ClientError, answered: bool) {
+        let Some(identity) = part.identity() else {
+            return;
+        };
+        if answered && part.attempts == 1 && refused_outright(error) {
+            if let Some(first) = part.batches.first() {
+                self.acc.rewind_sequence(&part.topic, part.partition, identity, first.base_sequence());
+            }
+        } else {
+            self.lose_identity(Some(identity), error);
+        }
+    }
+
+    /// Batches parked before their first send give their sequences back, so
+    /// that whatever happens to them meanwhile (expiry, a new identity)
+    /// leaves no hole; they are re-stamped when they go.
+    fn unstamp(&self, part: &mut PartitionBatches) {
+        if let (Some(identity), Some(first)) = (part.identity(), part.batches.first()) {
+            self.acc.rewind_sequence(&part.topic, part.partition, identity, first.base_sequence());
+            part.unstamped = true;
+        }
+    }
+
+    /// Stamps parked batches with the current identity and fresh
+    /// sequences. On failure (impossible for batches this producer built)
+    /// the sequences are given back and the batches fail.
+    fn restamp(&self, mut part: PartitionBatches) -> Option<PartitionBatches> {
+        if !part.unstamped {
+            return Some(part);
+        }
+        let mut failure = None;
+        for batch in &mut part.batches {
+            if let Err(e) = self.acc.restamp(batch) {
+                failure = Some(e);
+                break;
+            }
+        }
+        match failure {
+            None => {
+                part.unstamped = false;
+                Some(part)
+            }
+            Some(e) => {
+                if let Some(first) = part.batches.first()
+                    && let Some(identity) = first.identity()
+                {
+                    self.acc.rewind_sequence(&part.topic, part.partition, identity, first.base_sequence());
+                }
+                part.fail(&ProduceError::Encode(e));
+                None
+            }
+        }
+    }
+
     fn has_capacity(&self, addr: &str) -> bool {
         self.in_flight.get(addr).copied().unwrap_or(0) < self.config.max_in_flight_per_broker
     }
@@ -335,12 +554,20 @@ impl<T: ProduceTransport> Sender<T> {
         let mut requests: BTreeMap<String, Vec<PartitionBatches>> = BTreeMap::new();
         let mut waiting = Vec::new();
         for mut retry in std::mem::take(&mut self.retries) {
-            if !retry.due(now, metadata.revision) {
+            // Batches that gave their sequences back wait for an identity
+            // to be stamped with.
+            if !retry.due(now, metadata.revision) || (retry.part.unstamped && !self.may_drain()) {
                 waiting.push(retry);
                 continue;
             }
             match metadata.leader_for(&retry.part.topic, retry.part.partition) {
                 Some((_, addr)) if self.has_capacity(addr) => {
+                    let (topic, partition) = (retry.part.topic.clone(), retry.part.partition);
+                    let Some(part) = self.restamp(retry.part) else {
+                        self.unblock(&topic, partition);
+                        continue;
+                    };
+                    retry.part = part;
                     debug!(
                         topic = %retry.part.topic,
                         partition = retry.part.partition,
@@ -363,6 +590,9 @@ impl<T: ProduceTransport> Sender<T> {
                         "{}-{} is no longer in the cluster metadata ({})",
                         retry.part.topic, retry.part.partition, retry.error
                     ));
+                    // Sent before, so perhaps appended: no reuse of their
+                    // sequences. (Parked batches hold none.)
+                    self.lose_identity(retry.part.identity(), &error);
                     retry.part.fail(&ProduceError::Broker(error));
                 }
                 None => {
@@ -381,7 +611,11 @@ impl<T: ProduceTransport> Sender<T> {
             .iter()
             .map(|(addr, parts)| (addr.clone(), parts.iter().map(PartitionBatches::bytes).sum()))
             .collect();
+        let may_drain = self.may_drain();
         let drained = self.acc.drain_while(now, |topic, partition, size| {
+            if !may_drain {
+                return false;
+            }
             if self.is_blocked(topic, partition) {
                 return false;
             }
@@ -404,10 +638,11 @@ impl<T: ProduceTransport> Sender<T> {
         for (addr, parts) in routed {
             requests.entry(addr).or_default().extend(parts);
         }
-        for part in leaderless {
+        for mut part in leaderless {
             // Unreachable in practice: the drain only took partitions with a
             // leader in this same snapshot. Park them rather than lose them.
             self.block(&part.topic, part.partition);
+            self.unstamp(&mut part);
             let error = ClientError::LeaderNotAvailable(format!("{}-{} has no leader", part.topic, part.partition));
             let not_before = now + self.backoff(1);
             self.retries.push(Retry { part, error, revision: metadata.revision, not_before });
@@ -453,23 +688,30 @@ impl<T: ProduceTransport> Sender<T> {
                 for part in parts {
                     let answer = answers.get(&(&*part.topic, part.partition)).copied();
                     let verdict = judge(answer, &metadata, &part.topic, part.partition);
-                    self.settle(part, verdict, &addr, now, &metadata);
+                    // Only an answer for the partition itself says what the
+                    // broker did with the batches.
+                    let answered = answer.is_some();
+                    self.settle(part, verdict, answered, &addr, now, &metadata);
                 }
             }
             Err(error) => {
                 debug!(broker = %addr, %error, "produce request failed");
                 for part in parts {
                     let verdict = classify(error.clone(), &metadata, &part.topic, part.partition);
-                    self.settle(part, verdict, &addr, now, &metadata);
+                    self.settle(part, verdict, false, &addr, now, &metadata);
                 }
             }
         }
     }
 
+    /// Acts on the verdict on a partition's batches. `answered` says the
+    /// broker's answer named the partition (so a refusal is known to have
+    /// appended nothing).
     fn settle(
         &mut self,
         part: PartitionBatches,
         verdict: Verdict,
+        answered: bool,
         addr: &str,
         now: Instant,
         metadata: &ClusterMetadata,
@@ -482,6 +724,7 @@ impl<T: ProduceTransport> Sender<T> {
             }
             Verdict::Fail(error) => {
                 self.unblock(&part.topic, part.partition);
+                self.after_final_failure(&part, &error, answered);
                 part.fail(&ProduceError::Broker(error));
                 return;
             }
@@ -490,11 +733,17 @@ impl<T: ProduceTransport> Sender<T> {
         // `attempts` counts sends; `retries` counts sends after the first.
         if part.attempts > self.config.retries {
             self.unblock(&part.topic, part.partition);
+            // An earlier send may have been appended.
+            self.lose_identity(part.identity(), &error);
             part.fail(&ProduceError::Broker(error));
             return;
         }
-        let (topic, partition) = (part.topic.clone(), part.partition);
-        let Some(part) = part.expire(now, self.config.delivery_timeout) else {
+        let (topic, partition, identity) = (part.topic.clone(), part.partition, part.identity());
+        let (expired, rest) = part.expire(now, self.config.delivery_timeout);
+        if expired {
+            self.lose_identity(identity, &"delivery timeout after a send");
+        }
+        let Some(part) = rest else {
             self.unblock(&topic, partition);
             return;
         };
@@ -509,8 +758,13 @@ impl<T: ProduceTransport> Sender<T> {
     fn expire_retries(&mut self, now: Instant) {
         let timeout = self.config.delivery_timeout;
         for retry in std::mem::take(&mut self.retries) {
-            let (topic, partition) = (retry.part.topic.clone(), retry.part.partition);
-            match retry.part.expire(now, timeout) {
+            let (topic, partition, identity) = (retry.part.topic.clone(), retry.part.partition, retry.part.identity());
+            let (expired, rest) = retry.part.expire(now, timeout);
+            if expired {
+                // `None` for parked batches: they hold no sequences.
+                self.lose_identity(identity, &"delivery timeout after a send");
+            }
+            match rest {
                 Some(part) => self.retries.push(Retry { part, ..retry }),
                 None => self.unblock(&topic, partition),
             }
@@ -522,8 +776,10 @@ impl<T: ProduceTransport> Sender<T> {
     /// batch reaches its delivery timeout. Completions, new batches and
     /// metadata changes wake it on their own.
     fn next_wakeup(&self, now: Instant, metadata: &ClusterMetadata) -> Option<Duration> {
+        let may_drain = self.may_drain();
         let sendable = |topic: &str, partition: u32| {
-            !self.is_blocked(topic, partition)
+            may_drain
+                && !self.is_blocked(topic, partition)
                 && metadata.leader_for(topic, partition).is_some_and(|(_, addr)| self.has_capacity(addr))
         };
         let mut next = self.acc.next_deadline(now, sendable);
@@ -540,6 +796,9 @@ impl<T: ProduceTransport> Sender<T> {
             if retry.not_before > now {
                 consider(retry.not_before);
             }
+        }
+        if let Some(at) = self.identity_wanted() {
+            consider(at);
         }
         next
     }

@@ -4,7 +4,7 @@
 //! these slower, not flaky.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,16 @@ fn metadata(revision: u64, topics: &[(&str, &[i32])]) -> ClusterMetadata {
 
 type Tp = (String, u32);
 
+/// One batch as a broker received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Received {
+    partition: u32,
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+    records: i32,
+}
+
 /// A cluster in memory: who really leads what, the logs, injected faults,
 /// and a record of every request and of concurrency.
 #[derive(Default)]
@@ -69,6 +79,12 @@ struct MemCluster {
     max_per_broker: Mutex<usize>,
     most_batches_per_partition: Mutex<usize>,
     latency_ms: AtomicU64,
+    /// Every batch received, in arrival order, appended or not.
+    received: Mutex<Vec<Received>>,
+    last_producer_id: AtomicI64,
+    init_calls: AtomicUsize,
+    /// `InitProducerId` calls still to fail.
+    init_failures: AtomicUsize,
 }
 
 impl MemCluster {
@@ -93,6 +109,17 @@ impl MemCluster {
 
     fn request_count(&self) -> usize {
         self.requests.lock().expect("lock").len()
+    }
+
+    /// (producer id, epoch, base sequence, records) of every batch the
+    /// partition received, in arrival order.
+    fn received(&self, partition: u32) -> Vec<(i64, i16, i32, i32)> {
+        let received = self.received.lock().expect("lock");
+        received
+            .iter()
+            .filter(|r| r.partition == partition)
+            .map(|r| (r.producer_id, r.epoch, r.base_sequence, r.records))
+            .collect()
     }
 
     fn enter(&self, addr: &str, tps: &[(String, u32)]) {
@@ -124,6 +151,16 @@ impl MemCluster {
         for topic in request.topics {
             let mut answers = ProduceTopicResponse { topic: topic.topic.clone(), partitions: Vec::new() };
             for part in topic.partitions {
+                for batch in batches(part.records.clone(), usize::MAX) {
+                    let h = *batch.expect("the producer sends valid batches").header();
+                    self.received.lock().expect("lock").push(Received {
+                        partition: part.partition,
+                        producer_id: h.producer_id,
+                        epoch: h.producer_epoch,
+                        base_sequence: h.base_sequence,
+                        records: h.records_count,
+                    });
+                }
                 let key = (topic.topic.clone(), part.partition);
                 let leader = self.leaders.lock().expect("lock").get(&key).cloned();
                 let fault = self.faults.lock().expect("lock").get_mut(&key).and_then(VecDeque::pop_front);
@@ -193,6 +230,16 @@ impl ProduceTransport for MemCluster {
         self.leave(addr, &tps);
         Ok(response)
     }
+
+    async fn init_producer_id(&self, _timeout: Duration) -> Result<ProducerIdentity, ClientError> {
+        self.init_calls.fetch_add(1, Ordering::Relaxed);
+        let fail = self.init_failures.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+        if fail {
+            return Err(ClientError::Unreachable("no broker answers".into()));
+        }
+        let producer_id = self.last_producer_id.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(ProducerIdentity { producer_id, epoch: 0 })
+    }
 }
 
 fn config() -> ProducerConfig {
@@ -215,7 +262,8 @@ fn producer(meta: ClusterMetadata, cluster: &Arc<MemCluster>, config: ProducerCo
     let client = MetadataClient::detached(&["b1:9092"], MetadataConfig::default()).expect("an address");
     client.publish(meta);
     let producer =
-        Producer::with_transport(client.clone(), config, Arc::new(DefaultPartitioner::with_seed(7)), cluster.clone());
+        Producer::with_transport(client.clone(), config, Arc::new(DefaultPartitioner::with_seed(7)), cluster.clone())
+            .expect("a valid config");
     (producer, client)
 }
 
@@ -513,7 +561,8 @@ async fn over_grpc_the_producer_rides_out_a_broker_failure() {
         MetadataConfig { reconnect_backoff: ms(10), reconnect_backoff_max: ms(100), ..MetadataConfig::default() };
     let metadata = MetadataClient::connect(&cluster.bootstrap(), meta_config).await.expect("connect");
     metadata.wait_for_topic("t", Duration::from_secs(5)).await.expect("topic");
-    let producer = Producer::new(metadata.clone(), ProducerConfig { retry_backoff: ms(20), ..config() });
+    let producer =
+        Producer::new(metadata.clone(), ProducerConfig { retry_backoff: ms(20), ..config() }).expect("a valid config");
 
     let mut deliveries = Vec::new();
     for i in 0..2000 {
@@ -551,5 +600,161 @@ async fn over_grpc_the_producer_rides_out_a_broker_failure() {
             }
         }
     }
-    assert_eq!(seen, 4000, "each record once (the fake appends atomically, so retries cannot duplicate)");
+    assert_eq!(seen, 4000, "each record once (the fake appends atomically and drops idempotent duplicates)");
+}
+
+/// Sends one record to `partition` of "t".
+async fn send_to(producer: &Producer, partition: u32, value: &str) -> DeliveryFuture {
+    let record = Record::new(1, None, Some(Bytes::from(value.to_string())));
+    producer.send_record("t", Some(partition), record).await.expect("accepted")
+}
+
+/// `n` (producer id, epoch 0, base sequence, records) tuples, as
+/// [`MemCluster::received`] reports them.
+fn sent(n: usize, producer_id: i64, base_sequence: i32, records: i32) -> Vec<(i64, i16, i32, i32)> {
+    vec![(producer_id, 0, base_sequence, records); n]
+}
+
+#[tokio::test]
+async fn idempotence_needs_acks_all_and_retries() {
+    let cluster = MemCluster::new(&[("t", &[1])]);
+    let build = |config: ProducerConfig| {
+        let client = MetadataClient::detached(&["b1:9092"], MetadataConfig::default()).expect("an address");
+        Producer::with_transport(client, config, Arc::new(DefaultPartitioner::with_seed(7)), cluster.clone())
+    };
+    for acks in [Acks::Leader, Acks::None] {
+        match build(ProducerConfig { acks, ..config() }) {
+            Err(ClientError::InvalidArgument(m)) => assert!(m.contains("acks=all"), "{m}"),
+            other => panic!("acks={acks} with idempotence: {other:?}"),
+        }
+        build(ProducerConfig { acks, enable_idempotence: false, ..config() }).expect("without idempotence");
+    }
+    match build(ProducerConfig { retries: 0, ..config() }) {
+        Err(ClientError::InvalidArgument(m)) => assert!(m.contains("retries"), "{m}"),
+        other => panic!("retries=0 with idempotence: {other:?}"),
+    }
+    build(ProducerConfig { retries: 0, enable_idempotence: false, ..config() }).expect("without idempotence");
+    assert!(ProducerConfig::default().enable_idempotence && ProducerConfig::default().acks == Acks::All);
+    ProducerConfig::default().validate().expect("the default is valid");
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_wait_for_a_producer_id_asked_for_again_with_backoff() {
+    let cluster = MemCluster::new(&[("t", &[1])]);
+    cluster.init_failures.store(3, Ordering::Relaxed);
+    let (producer, _meta) = producer(metadata(1, &[("t", &[1])]), &cluster, config());
+    let start = tokio::time::Instant::now();
+    assert_eq!(send_to(&producer, 0, "v").await.await.map(|m| m.offset), Ok(0));
+    assert_eq!(cluster.init_calls.load(Ordering::Relaxed), 4);
+    // Backoffs of 100, 200 and 400 ms, each with ±20% jitter.
+    let waited = start.elapsed();
+    assert!(waited >= ms(560) && waited <= ms(850), "waited {waited:?}");
+    assert_eq!(cluster.request_count(), 1, "nothing was sent before the producer id came");
+    assert_eq!(cluster.received(0), sent(1, 1, 0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sequences_advance_by_record_count_per_partition() {
+    let cluster = MemCluster::new(&[("t", &[1, 2])]);
+    let (producer, _meta) = producer(metadata(1, &[("t", &[1, 2])]), &cluster, config());
+    for (partition, count) in [(0, 3), (1, 2), (0, 2), (1, 1), (0, 1)] {
+        let mut deliveries = Vec::new();
+        for i in 0..count {
+            deliveries.push(send_to(&producer, partition, &format!("{i}")).await);
+        }
+        producer.flush().await;
+        for d in deliveries {
+            d.await.expect("delivered");
+        }
+    }
+    assert_eq!(cluster.received(0), [(1, 0, 0, 3), (1, 0, 3, 2), (1, 0, 5, 1)]);
+    assert_eq!(cluster.received(1), [(1, 0, 0, 2), (1, 0, 2, 1)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_refused_outright_gives_its_sequences_back() {
+    let cluster = MemCluster::new(&[("t", &[1])]);
+    cluster.fail("t", 0, ErrorCode::MessageTooLarge, 1);
+    let (producer, _meta) = producer(metadata(1, &[("t", &[1])]), &cluster, config());
+    let refused = [send_to(&producer, 0, "a").await, send_to(&producer, 0, "b").await];
+    for outcome in futures::future::join_all(refused).await {
+        assert!(matches!(outcome, Err(ProduceError::Broker(ClientError::MessageTooLarge(_)))), "{outcome:?}");
+    }
+    assert_eq!(send_to(&producer, 0, "c").await.await.map(|m| m.offset), Ok(0));
+    // The refused batch never reached the log, so the next one takes its
+    // sequence under the same producer id.
+    assert_eq!(cluster.received(0), [(1, 0, 0, 2), (1, 0, 0, 1)]);
+    assert_eq!(cluster.init_calls.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_exhausted_after_a_send_take_a_new_producer_id() {
+    let cluster = MemCluster::new(&[("t", &[1, 1])]);
+    let (producer, _meta) =
+        producer(metadata(1, &[("t", &[1, 1])]), &cluster, ProducerConfig { retries: 2, ..config() });
+    assert_eq!(send_to(&producer, 1, "a").await.await.map(|m| m.offset), Ok(0));
+    cluster.fail("t", 0, ErrorCode::RequestTimedOut, 3);
+    let outcome = send_to(&producer, 0, "b").await.await;
+    assert!(matches!(outcome, Err(ProduceError::Broker(ClientError::RequestTimedOut(_)))), "{outcome:?}");
+    // Whether any of the three sends was appended is unknown, so sequence 1
+    // of producer 1 can never be used: producer 2 starts every partition
+    // over at 0.
+    assert_eq!(send_to(&producer, 0, "c").await.await.map(|m| m.offset), Ok(0));
+    assert_eq!(send_to(&producer, 1, "d").await.await.map(|m| m.offset), Ok(1));
+    let mut expected = sent(3, 1, 0, 1);
+    expected.extend(sent(1, 2, 0, 1));
+    assert_eq!(cluster.received(0), expected, "each retry resends the same sequence");
+    assert_eq!(cluster.received(1), [(1, 0, 0, 1), (2, 0, 0, 1)]);
+    assert_eq!(cluster.init_calls.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delivery_timeout_after_a_send_takes_a_new_producer_id() {
+    let cluster = MemCluster::new(&[("t", &[1])]);
+    let mut config = config();
+    config.accumulator.delivery_timeout = Duration::from_secs(2);
+    let (producer, _meta) = producer(metadata(1, &[("t", &[1])]), &cluster, config);
+    cluster.fail("t", 0, ErrorCode::NotEnoughReplicas, 1000);
+    assert_eq!(send_to(&producer, 0, "a").await.await, Err(ProduceError::Timeout(Duration::from_secs(2))));
+    let tries = cluster.received(0).len();
+    assert!(tries >= 2, "retried until the timeout: {tries}");
+    cluster.faults.lock().expect("lock").clear();
+    assert_eq!(send_to(&producer, 0, "b").await.await.map(|m| m.offset), Ok(0));
+    let mut expected = sent(tries, 1, 0, 1);
+    expected.extend(sent(1, 2, 0, 1));
+    assert_eq!(cluster.received(0), expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_under_a_replaced_producer_id_does_not_replace_the_new_one() {
+    let cluster = MemCluster::new(&[("t", &[1, 1])]);
+    let (producer, _meta) =
+        producer(metadata(1, &[("t", &[1, 1])]), &cluster, ProducerConfig { retries: 2, ..config() });
+    cluster.fail("t", 0, ErrorCode::OutOfOrderSequenceNumber, 1);
+    cluster.fail("t", 1, ErrorCode::RequestTimedOut, 3);
+    // Both go out together under producer 1. Partition 0's sequence error
+    // replaces producer 1 at once, while partition 1's batch is still being
+    // retried, under producer 1, with the same bytes.
+    let (a, b) = (send_to(&producer, 0, "a").await, send_to(&producer, 1, "b").await);
+    let (a, b) = (a.await, b.await);
+    assert!(matches!(a, Err(ProduceError::Broker(ClientError::OutOfOrderSequenceNumber(_)))), "{a:?}");
+    assert!(matches!(b, Err(ProduceError::Broker(ClientError::RequestTimedOut(_)))), "{b:?}");
+    // Partition 1's final failure concerns producer 1, already replaced.
+    assert_eq!(send_to(&producer, 0, "c").await.await.map(|m| m.offset), Ok(0));
+    assert_eq!(send_to(&producer, 1, "d").await.await.map(|m| m.offset), Ok(0));
+    assert_eq!(cluster.received(0), [(1, 0, 0, 1), (2, 0, 0, 1)]);
+    let mut expected = sent(3, 1, 0, 1);
+    expected.extend(sent(1, 2, 0, 1));
+    assert_eq!(cluster.received(1), expected);
+    assert_eq!(cluster.init_calls.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_idempotence_no_producer_id_is_asked_for() {
+    let cluster = MemCluster::new(&[("t", &[1])]);
+    let config = ProducerConfig { acks: Acks::Leader, enable_idempotence: false, ..config() };
+    let (producer, _meta) = producer(metadata(1, &[("t", &[1])]), &cluster, config);
+    assert_eq!(send_to(&producer, 0, "a").await.await.map(|m| m.offset), Ok(0));
+    assert_eq!(cluster.received(0), [(-1, -1, -1, 1)]);
+    assert_eq!(cluster.init_calls.load(Ordering::Relaxed), 0);
 }

@@ -38,6 +38,13 @@ impl SequenceTracker {
     pub fn reset(&mut self) {
         self.next = 0;
     }
+
+    /// Moves back to `sequence`, handing out again the sequences of batches
+    /// the broker refused outright. Only valid while no batch after them has
+    /// taken a sequence.
+    pub fn rewind(&mut self, sequence: i32) {
+        self.next = sequence.max(0);
+    }
 }
 
 /// Kafka's `DefaultRecordBatch.incrementSequence`: sequences live in
@@ -60,6 +67,9 @@ mod tests {
         assert_eq!(t.next_sequence(), 5);
         t.reset();
         assert_eq!(t.assign(1), 0);
+        assert_eq!(t.assign(4), 1);
+        t.rewind(1);
+        assert_eq!(t.assign(2), 1);
     }
 
     #[test]

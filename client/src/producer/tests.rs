@@ -317,6 +317,53 @@ async fn idempotent_batches_carry_per_partition_sequences() {
 }
 
 #[tokio::test]
+async fn an_unsent_batch_is_restamped_with_the_current_identity() {
+    let acc = accumulator(AccumulatorConfig { compression: Compression::Lz4, ..config() });
+    let t0 = Instant::now();
+    let old = ProducerIdentity { producer_id: 5, epoch: 1 };
+    let new = ProducerIdentity { producer_id: 6, epoch: 0 };
+    acc.set_producer_identity(Some(old));
+    for i in 0..3 {
+        drop(append(&acc, 0, record(i, 5), t0));
+    }
+    let mut batch = acc.drain(t0 + ms(10)).pop().expect("one batch");
+    assert_eq!((batch.identity(), batch.base_sequence()), (Some(old), 0));
+    let records = decode(&batch).1;
+
+    // The identity changes before the batch was sent: it takes the new
+    // identity and the partition's first sequence, records untouched.
+    acc.set_producer_identity(Some(new));
+    acc.restamp(&mut batch).expect("restamped");
+    let (rb, restamped) = decode(&batch); // `decode` checks the CRC
+    let h = rb.header();
+    assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (6, 0, 0));
+    assert_eq!((batch.identity(), batch.base_sequence()), (Some(new), 0));
+    assert_eq!(h.compression().expect("codec"), Compression::Lz4);
+    assert_eq!(restamped, records);
+
+    // The partition's next batch follows it in the sequence.
+    drop(append(&acc, 0, record(3, 5), t0));
+    let next = acc.drain(t0 + ms(20));
+    assert_eq!(next.iter().map(|b| (b.identity(), b.base_sequence())).collect::<Vec<_>>(), [(Some(new), 3)]);
+
+    // Sequences given back under a replaced identity stay spent; under the
+    // current one they are handed out again.
+    acc.rewind_sequence("t", 0, old, 0);
+    drop(append(&acc, 0, record(4, 5), t0));
+    assert_eq!(acc.drain(t0 + ms(30))[0].base_sequence(), 4);
+    acc.rewind_sequence("t", 0, new, 4);
+    drop(append(&acc, 0, record(5, 5), t0));
+    assert_eq!(acc.drain(t0 + ms(40))[0].base_sequence(), 4);
+
+    // Without an identity, a restamped batch carries none.
+    acc.set_producer_identity(None);
+    acc.restamp(&mut batch).expect("restamped");
+    let h = *decode(&batch).0.header();
+    assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE));
+    assert_eq!(batch.identity(), None);
+}
+
+#[tokio::test]
 async fn delivery_futures_resolve_with_per_record_offsets() {
     let acc = accumulator(AccumulatorConfig { batch_size: HEADER_SIZE + 3 * uniform_size(), ..config() });
     let log = FakeLog::default();

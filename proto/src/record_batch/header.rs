@@ -214,3 +214,25 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) -> Result<(), Batch
     batch[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(())
 }
+
+/// Rewrites the idempotent-producer identity (`producerId`, `producerEpoch`,
+/// `baseSequence`) and recomputes the CRC, since all three are CRC-covered.
+/// The result is byte for byte what the builder would have produced with
+/// that identity. This is how a producer re-stamps a batch it built under an
+/// identity it has since replaced, without re-encoding the records.
+pub fn set_producer_state(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<(), BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let size = header.size();
+    need(batch, size)?;
+    batch[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES..size]);
+    batch[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}

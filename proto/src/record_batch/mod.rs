@@ -26,7 +26,8 @@
 //! [`validate`] checks a batch coming from the network or from disk without
 //! ever panicking; [`RecordBatchBuilder`] encodes one; [`RecordBatch::records`]
 //! decodes (and decompresses) the records; the `set_*` functions patch a batch
-//! in place the way a broker must on append.
+//! in place the way a broker must on append (and, for the producer identity,
+//! the way a producer re-stamps a batch it has not sent yet).
 
 mod builder;
 pub mod compression;
@@ -41,7 +42,8 @@ pub use builder::{Record, RecordBatchBuilder, RecordHeader};
 pub use compression::Compression;
 pub use decoder::{BatchIter, DecodedRecord, RecordBatch, Records, batches};
 pub use header::{
-    BatchHeader, TimestampType, set_base_offset, set_log_append_time, set_partition_leader_epoch, validate,
+    BatchHeader, TimestampType, set_base_offset, set_log_append_time, set_partition_leader_epoch, set_producer_state,
+    validate,
 };
 
 /// Offsets of the header fields, exactly as Kafka lays them out.

@@ -224,6 +224,37 @@ fn in_place_setters() {
 }
 
 #[test]
+fn producer_state_is_rewritten_with_a_fresh_crc() {
+    let records: Vec<Record> = (0..4).map(|i| Record::new(100 + i, Some(Bytes::from(format!("k{i}"))), None)).collect();
+    for codec in Compression::ALL {
+        // `build` stamps (7, 3, 42); re-stamping must give exactly what the
+        // builder gives for the new identity.
+        let mut bytes = build(codec, &records).to_vec();
+        set_producer_state(&mut bytes, 9001, 12, 500).unwrap();
+        let mut fresh = RecordBatchBuilder::new(codec).producer(9001, 12, 500);
+        for r in &records {
+            fresh.push(r).unwrap();
+        }
+        assert_eq!(bytes, fresh.build().unwrap().to_vec(), "{codec:?}");
+        let h = validate(&bytes, usize::MAX).unwrap();
+        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (9001, 12, 500));
+        let keys: Vec<_> = decode(Bytes::from(bytes.clone())).into_iter().filter_map(|r| r.key).collect();
+        assert_eq!(keys, ["k0", "k1", "k2", "k3"]);
+
+        // And back to "not idempotent".
+        set_producer_state(&mut bytes, NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE).unwrap();
+        let h = validate(&bytes, usize::MAX).unwrap();
+        assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (-1, -1, -1));
+    }
+    // A batch shorter than its length field says is refused, untouched.
+    let whole = build(Compression::None, &records).to_vec();
+    let mut cut = whole[..whole.len() - 1].to_vec();
+    assert!(matches!(set_producer_state(&mut cut, 1, 1, 1), Err(BatchError::Truncated { .. })));
+    assert_eq!(cut, whole[..whole.len() - 1]);
+    assert!(set_producer_state(&mut [0u8; 10], 1, 1, 1).is_err());
+}
+
+#[test]
 fn batch_iterator_splits_and_reports_partial_tail() {
     let a = build(Compression::None, &[Record::new(1, None, None)]);
     let b = build(Compression::Lz4, &[Record::new(2, None, None)]);
