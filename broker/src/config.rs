@@ -46,6 +46,10 @@ struct FileConfig {
     session_timeout_ms: Option<u64>,
     max_request_bytes: Option<usize>,
     max_open_segments: Option<usize>,
+    replica_lag_time_max_ms: Option<u64>,
+    replica_fetch_wait_max_ms: Option<u64>,
+    leader_imbalance_check_interval_ms: Option<u64>,
+    controlled_shutdown_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +64,14 @@ pub struct Config {
     pub session_timeout_ms: u64,
     pub max_request_bytes: usize,
     pub max_open_segments: usize,
+    /// A follower that has not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// Longest a follower's fetch waits on the leader for new data.
+    pub replica_fetch_wait_max_ms: u64,
+    /// How often the controller hands leadership back to preferred replicas.
+    pub leader_imbalance_check_interval_ms: u64,
+    /// How long SIGTERM waits for leaderships to move away before stopping.
+    pub controlled_shutdown_timeout_ms: u64,
 }
 
 impl Config {
@@ -98,6 +110,10 @@ impl Config {
             session_timeout_ms: file.session_timeout_ms.unwrap_or(6_000),
             max_request_bytes: file.max_request_bytes.unwrap_or(64 * 1024 * 1024),
             max_open_segments: file.max_open_segments.unwrap_or(4096),
+            replica_lag_time_max_ms: file.replica_lag_time_max_ms.unwrap_or(10_000).max(10),
+            replica_fetch_wait_max_ms: file.replica_fetch_wait_max_ms.unwrap_or(500).max(1),
+            leader_imbalance_check_interval_ms: file.leader_imbalance_check_interval_ms.unwrap_or(10_000).max(100),
+            controlled_shutdown_timeout_ms: file.controlled_shutdown_timeout_ms.unwrap_or(30_000),
         })
     }
 }

@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::log::{LogConfig, LogManager, SystemClock};
 use crate::metadata::model::{BrokerRegistration, ClusterMetadata};
-use crate::metadata::{cache, controller, registration};
+use crate::metadata::producer_ids::ProducerIds;
+use crate::metadata::{cache, controller, isr, registration};
 use crate::replica::{ReplicaConfig, ReplicaManager};
 use crate::service::Services;
 use crate::service::admin::AdminService;
@@ -103,7 +104,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         Arc::new(SystemClock),
     )
     .with_context(|| format!("cannot open the logs in {}", config.data_dir.display()))?;
-    let replicas = ReplicaManager::new(config.id, logs, metadata.clone(), ReplicaConfig::default());
+    let replica_config = ReplicaConfig {
+        replica_lag_time_max: Duration::from_millis(config.replica_lag_time_max_ms),
+        replica_fetch_wait_max: Duration::from_millis(config.replica_fetch_wait_max_ms),
+        ..ReplicaConfig::default()
+    };
+    let replicas = ReplicaManager::new(config.id, logs, metadata.clone(), replica_config);
+    let isr_requests = replicas.take_isr_requests().context("ISR requests already taken")?;
+    let isr_writer = tokio::spawn(isr::run(coord.clone(), config.id, replicas.clone(), isr_requests));
 
     let registration =
         BrokerRegistration { addr: advertise.clone(), rack: config.rack.clone(), incarnation: rand::random() };
@@ -118,16 +126,21 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         registration,
         Some(first),
         metadata.clone(),
+        replicas.clone(),
         stop_rx.clone(),
     ));
+    // The server outlives the membership loop: during a controlled shutdown
+    // followers still fetch from this broker until leadership has moved.
+    let (server_stop_tx, server_stop_rx) = watch::channel(false);
 
     let services = Arc::new(Services {
         replicas: replicas.clone(),
         metadata: metadata.clone(),
         admin: AdminService { coord: coord.clone(), metadata: metadata.clone() },
+        producer_ids: ProducerIds::new(coord.clone()),
         max_request_bytes: config.max_request_bytes,
     });
-    let server = tokio::spawn(crate::service::serve(services, listener, stop_rx.clone()));
+    let server = tokio::spawn(crate::service::serve(services, listener, server_stop_rx));
     if let Some(path) = &config.port_file {
         let json = serde_json::json!({ "id": config.id, "addr": bound.to_string(), "advertise": advertise });
         let tmp = path.with_extension("tmp");
@@ -140,9 +153,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let _ = shutdown.wait_for(|s| *s).await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), membership).await;
+    let drain = Duration::from_millis(config.controlled_shutdown_timeout_ms);
+    let _ = tokio::time::timeout(drain + Duration::from_secs(10), membership).await;
+    let _ = server_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     replicas.shutdown().await;
+    isr_writer.abort();
     tracing::info!("stopped");
     Ok(())
 }
@@ -155,9 +171,11 @@ async fn membership_loop(
     registration: BrokerRegistration,
     mut first: Option<strata_coord_client::Session>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    replicas: Arc<ReplicaManager>,
     mut stop: watch::Receiver<bool>,
 ) {
     let ttl = Duration::from_millis(config.session_timeout_ms);
+    let preferred_every = Duration::from_millis(config.leader_imbalance_check_interval_ms);
     loop {
         if *stop.borrow() {
             return;
@@ -176,8 +194,21 @@ async fn membership_loop(
                 }
             }
         };
-        let controller =
-            tokio::spawn(controller::run(coord.clone(), config.id, session.clone(), metadata.clone(), stop.clone()));
+        // Lead only while the ensemble cannot have expired the session yet:
+        // it expires a TTL after the last keep-alive it received, at the
+        // earliest, and a margin covers clock-rate differences.
+        replicas.set_lease(session.confirmed_watch(), ttl.mul_f64(0.75));
+        // The controller contends with its own stop signal, so a controlled
+        // shutdown can keep it running while this broker's leaderships move.
+        let (controller_stop_tx, controller_stop) = watch::channel(false);
+        let controller = tokio::spawn(controller::run(
+            coord.clone(),
+            config.id,
+            preferred_every,
+            session.clone(),
+            metadata.clone(),
+            controller_stop,
+        ));
         let mut state = session.state_watch();
         tokio::select! {
             _ = state.wait_for(|s| *s != SessionState::Alive) => {
@@ -185,6 +216,10 @@ async fn membership_loop(
             }
             _ = stop.changed() => {}
         }
+        if *stop.borrow() && session.state() == SessionState::Alive {
+            drain_leadership(&coord, config.id, session.id, &metadata, &config).await;
+        }
+        let _ = controller_stop_tx.send(true);
         controller.abort();
         let _ = controller.await;
         if *stop.borrow() {
@@ -197,5 +232,47 @@ async fn membership_loop(
             }
             return;
         }
+    }
+}
+
+/// Controlled shutdown: marks this broker as draining, so the controller
+/// moves its leaderships to other in-sync replicas, and waits until it
+/// leads nothing that another live replica could lead (or the timeout).
+async fn drain_leadership(
+    coord: &CoordClient,
+    id: i32,
+    session_id: u64,
+    metadata: &watch::Receiver<Arc<ClusterMetadata>>,
+    config: &Config,
+) {
+    let path = crate::metadata::model::paths::draining(id);
+    match coord.create(&path, bytes::Bytes::new(), strata_coord_client::CreateOptions::ephemeral(session_id)).await {
+        Ok(_) | Err(strata_coord_client::CoordError::NodeExists(_)) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start a controlled shutdown; stopping without moving leaderships");
+            return;
+        }
+    }
+    let started = std::time::Instant::now();
+    let timeout = Duration::from_millis(config.controlled_shutdown_timeout_ms);
+    let mut metadata = metadata.clone();
+    let movable = |md: &ClusterMetadata| -> usize {
+        md.topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter_map(|p| p.state.as_ref())
+            .filter(|s| s.leader == id)
+            .filter(|s| s.isr.iter().any(|r| *r != id && md.brokers.contains_key(r) && !md.draining.contains(r)))
+            .count()
+    };
+    let moved = tokio::time::timeout(timeout, metadata.wait_for(|md| md.draining.contains(&id) && movable(md) == 0))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    match moved {
+        true => tracing::info!(took_ms = started.elapsed().as_millis() as u64, "leaderships moved away"),
+        false => tracing::warn!(
+            left = movable(&metadata.borrow()),
+            "controlled shutdown timed out; stopping while still leading some partitions"
+        ),
     }
 }

@@ -279,6 +279,24 @@ impl AdminClient {
         Ok(ClusterDescription { brokers, controller_id })
     }
 
+    /// Asks the controller to hand leadership back to preferred replicas
+    /// and waits for it; returns (partitions led by their preferred replica,
+    /// partitions that are not) among `topics` (empty: all).
+    pub async fn elect_preferred_leaders(&self, topics: &[String]) -> Result<(u32, u32), ClientError> {
+        // The broker's wait ends well before this call's own deadline, so its
+        // answer (with the counts) arrives rather than a timeout.
+        let wait = self.timeout.saturating_sub(Duration::from_secs(2)).max(self.timeout / 2);
+        let timeout_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
+        let request = strata_proto::broker::ElectLeadersRequest { topics: topics.to_vec(), timeout_ms };
+        let response = self
+            .call("elect leaders", |mut c| {
+                let request = request.clone();
+                async move { c.elect_leaders(request).await }
+            })
+            .await?;
+        Ok((response.preferred, response.not_preferred))
+    }
+
     /// The names of every topic, sorted, read fresh from a broker.
     pub async fn list_topics(&self) -> Result<Vec<String>, ClientError> {
         let metadata = ClusterMetadata::from_response(self.metadata.fetch(&[]).await?);

@@ -14,11 +14,11 @@ use serde_json::json;
 
 use crate::admin::{AdminClient, NewTopic};
 use crate::cli::DEFAULT_BOOTSTRAP;
-use crate::cli::produce::{AcksArg, CompressionArg};
+use crate::cli::produce::{AcksArg, CompressionArg, producer_config};
 use crate::consumer::{Consumer, ConsumerConfig, OffsetReset, TopicPartition};
 use crate::error::ClientError;
 use crate::metadata::{MetadataClient, MetadataConfig};
-use crate::producer::{Acks, Compression, Producer, ProducerConfig};
+use crate::producer::{Compression, Producer};
 
 #[derive(Debug, Args)]
 pub struct ProducePerfArgs {
@@ -37,11 +37,23 @@ pub struct ProducePerfArgs {
     pub acks: AcksArg,
     #[arg(long, value_enum, default_value = "none")]
     pub compression: CompressionArg,
+    /// Turn idempotence off. It is on by default with `--acks all`: each
+    /// batch carries a producer id and sequence, so a retry after a lost
+    /// answer never writes a record twice. `--acks 1` and `--acks 0` imply
+    /// this flag.
+    #[arg(long)]
+    pub no_idempotence: bool,
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
-    /// Create the topic with this many partitions (replication factor 1) if missing.
+    /// Create the topic with this many partitions if missing.
     #[arg(long, default_value_t = 1)]
     pub partitions: u32,
+    /// Replication factor of the topic if it is created here.
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: u32,
+    /// `min.insync.replicas` of the topic if it is created here.
+    #[arg(long)]
+    pub min_insync_replicas: Option<u32>,
     #[arg(long, default_value_t = 262_144)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 5)]
@@ -86,16 +98,15 @@ pub async fn produce(a: ProducePerfArgs) -> anyhow::Result<()> {
     let addrs: Vec<String> = a.bootstrap.split(',').map(|s| s.trim().to_string()).collect();
     let metadata = MetadataClient::connect(&addrs, MetadataConfig::default()).await?;
     if metadata.partition_count(&a.topic).is_none() {
-        match AdminClient::new(metadata.clone()).create_topic(NewTopic::new(a.topic.clone(), a.partitions, 1)).await {
+        let mut topic = NewTopic::new(a.topic.clone(), a.partitions, a.replication_factor);
+        if let Some(n) = a.min_insync_replicas {
+            topic.configs.insert("min.insync.replicas".into(), n.to_string());
+        }
+        match AdminClient::new(metadata.clone()).create_topic(topic).await {
             Ok(()) | Err(ClientError::TopicAlreadyExists(_)) => {}
             Err(e) => return Err(e).context("creating the perf topic"),
         }
     }
-    let acks = match a.acks {
-        AcksArg::None => Acks::None,
-        AcksArg::Leader => Acks::Leader,
-        AcksArg::All => Acks::All,
-    };
     let compression = match a.compression {
         CompressionArg::None => Compression::None,
         CompressionArg::Gzip => Compression::Gzip,
@@ -103,7 +114,7 @@ pub async fn produce(a: ProducePerfArgs) -> anyhow::Result<()> {
         CompressionArg::Lz4 => Compression::Lz4,
         CompressionArg::Zstd => Compression::Zstd,
     };
-    let mut config = ProducerConfig { acks, ..ProducerConfig::default() };
+    let mut config = producer_config(a.acks, a.no_idempotence);
     config.accumulator.compression = compression;
     config.accumulator.batch_size = a.batch_size;
     config.accumulator.linger = Duration::from_millis(a.linger_ms);
@@ -116,7 +127,7 @@ pub async fn produce(a: ProducePerfArgs) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for n in 0..a.producers.max(1) {
         let count = if n == 0 { a.records - per_producer * (a.producers.max(1) as u64 - 1) } else { per_producer };
-        let producer = Producer::new(metadata.clone(), config.clone());
+        let producer = Producer::new(metadata.clone(), config.clone())?;
         let topic = a.topic.clone();
         let value = value.clone();
         let done = done.clone();

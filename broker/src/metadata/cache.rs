@@ -58,6 +58,9 @@ impl Mirror {
         let mut md = ClusterMetadata { revision: self.revision, ..Default::default() };
         let mut states: BTreeMap<(String, u32), PartitionState> = BTreeMap::new();
         let mut records: BTreeMap<String, TopicRecord> = BTreeMap::new();
+        if let Some((Some(_), revision)) = self.nodes.get(paths::ELECT_PREFERRED) {
+            md.elect_preferred = Some(*revision);
+        }
         for (path, node) in self.live() {
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             match parts.as_slice() {
@@ -66,6 +69,11 @@ impl Mirror {
                         (id.parse::<BrokerId>(), serde_json::from_slice::<BrokerRegistration>(&node.data))
                     {
                         md.brokers.insert(id, reg);
+                    }
+                }
+                ["brokers", "draining", id] => {
+                    if let Ok(id) = id.parse::<BrokerId>() {
+                        md.draining.insert(id);
                     }
                 }
                 ["controller"] => md.controller = serde_json::from_slice::<ControllerRecord>(&node.data).ok(),
@@ -104,11 +112,17 @@ enum Update {
     Reload,
 }
 
-const WATCHED: [(&str, bool); 3] = [(paths::BROKER_IDS, true), (paths::CONTROLLER, false), (paths::TOPICS, true)];
+const WATCHED: [(&str, bool); 5] = [
+    (paths::BROKER_IDS, true),
+    (paths::BROKERS_DRAINING, true),
+    (paths::CONTROLLER, false),
+    (paths::TOPICS, true),
+    (paths::ELECT_PREFERRED, false),
+];
 
 /// Creates the persistent parents the broker namespace hangs from.
 pub async fn ensure_namespace(coord: &CoordClient) -> Result<(), CoordError> {
-    for path in ["/brokers", paths::BROKER_IDS, paths::TOPICS] {
+    for path in ["/brokers", paths::BROKER_IDS, paths::BROKERS_DRAINING, paths::TOPICS, "/admin"] {
         match coord.create(path, Bytes::new(), Default::default()).await {
             Ok(_) | Err(CoordError::NodeExists(_)) => {}
             Err(e) => return Err(e),
@@ -139,7 +153,12 @@ async fn load(coord: &CoordClient, mirror: &mut Mirror) -> Result<(), CoordError
     for id in ids {
         read_into(coord, mirror, &paths::broker_path(&id)).await?;
     }
+    let (draining, _) = coord.children(paths::BROKERS_DRAINING).await?;
+    for id in draining {
+        read_into(coord, mirror, &format!("{}/{id}", paths::BROKERS_DRAINING)).await?;
+    }
     read_into(coord, mirror, paths::CONTROLLER).await?;
+    read_into(coord, mirror, paths::ELECT_PREFERRED).await?;
     let (topics, _) = coord.children(paths::TOPICS).await?;
     for topic in topics {
         read_into(coord, mirror, &paths::topic(&topic)).await?;
@@ -270,7 +289,7 @@ mod tests {
         let mut m = Mirror::default();
         let rec = TopicRecord { topic_id: "t1".into(), assignment: vec![vec![1], vec![2]], configs: BTreeMap::new() };
         m.put("/topics/t", json(&rec), 3);
-        let st = PartitionState { leader: 2, leader_epoch: 0, isr: vec![2], controller_epoch: 1 };
+        let st = PartitionState { leader: 2, leader_epoch: 0, isr: vec![2], controller_epoch: 1, partition_epoch: 0 };
         m.put("/topics/t/partitions/1/state", json(&st), 4);
         let md = m.build();
         let t = &md.topics["t"];

@@ -3,5 +3,7 @@
 
 pub mod cache;
 pub mod controller;
+pub mod isr;
 pub mod model;
+pub mod producer_ids;
 pub mod registration;

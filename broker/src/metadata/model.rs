@@ -44,6 +44,11 @@ pub struct PartitionState {
     pub leader_epoch: i32,
     pub isr: Vec<BrokerId>,
     pub controller_epoch: u64,
+    /// Bumped by every write of the state (the controller's and the
+    /// leader's ISR changes), so a replica can tell a newer state from an
+    /// older one within one leader epoch.
+    #[serde(default)]
+    pub partition_epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +71,10 @@ pub struct ClusterMetadata {
     pub revision: u64,
     pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
     pub controller: Option<ControllerRecord>,
+    /// Brokers in controlled shutdown.
+    pub draining: std::collections::BTreeSet<BrokerId>,
+    /// Revision of a pending preferred-leader election request, if any.
+    pub elect_preferred: Option<u64>,
     pub topics: BTreeMap<String, TopicInfo>,
 }
 
@@ -87,6 +96,18 @@ pub mod paths {
     pub const CONTROLLER: &str = "/controller";
     pub const CONTROLLER_EPOCH: &str = "/controller_epoch";
     pub const TOPICS: &str = "/topics";
+    /// Ephemeral `/brokers/draining/{id}`: the broker is shutting down in a
+    /// controlled way; the controller moves its leaderships away.
+    pub const BROKERS_DRAINING: &str = "/brokers/draining";
+    /// A request to the controller to hand leadership back to preferred
+    /// replicas now (`strata topic elect-leaders`).
+    pub const ELECT_PREFERRED: &str = "/admin/elect_preferred";
+    /// The next free producer id, handed out in blocks.
+    pub const PRODUCER_IDS: &str = "/producer_ids";
+
+    pub fn draining(id: i32) -> String {
+        format!("{BROKERS_DRAINING}/{id}")
+    }
 
     pub fn broker(id: i32) -> String {
         format!("{BROKER_IDS}/{id}")

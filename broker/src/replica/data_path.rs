@@ -14,8 +14,8 @@ use super::ReplicaManager;
 use super::error::ReplicaError;
 use super::partition::{Appended, Partition, ReadBound};
 use super::types::{
-    Acks, FetchParams, FetchPartition, FetchResult, FetchedData, ListOffsetsInput, ListOffsetsResult, ProduceInput,
-    ProduceResult,
+    Acks, EpochEndResult, EpochQuery, FetchParams, FetchPartition, FetchResult, FetchedData, ListOffsetsInput,
+    ListOffsetsResult, ProduceInput, ProduceResult,
 };
 
 type Resolved = Result<Arc<Partition>, ReplicaError>;
@@ -29,8 +29,23 @@ impl ReplicaManager {
     pub async fn produce(&self, acks: Acks, timeout: Duration, inputs: Vec<ProduceInput>) -> Vec<ProduceResult> {
         let deadline = Instant::now() + timeout;
         let ids: Vec<(String, u32)> = inputs.iter().map(|i| (i.topic.clone(), i.partition)).collect();
-        let jobs: Vec<(Bytes, Resolved)> =
-            inputs.into_iter().map(|i| (i.records, self.leader_partition(&i.topic, i.partition))).collect();
+        // A leader that cannot prove its ensemble session is still alive
+        // may already have been replaced: it takes no writes at all, so two
+        // leaders never accept writes for one partition.
+        let fenced = !self.lease_valid();
+        let jobs: Vec<(Bytes, Resolved)> = inputs
+            .into_iter()
+            .map(|i| {
+                let p = self.leader_partition(&i.topic, i.partition);
+                let p = match p {
+                    Ok(_) if fenced => {
+                        Err(ReplicaError::LeaderNotAvailable { topic: i.topic.clone(), partition: i.partition })
+                    }
+                    other => other,
+                };
+                (i.records, p)
+            })
+            .collect();
         let require_full_isr = acks == Acks::All;
         // Validation (CRC over every byte) and the appends are blocking work.
         let appended = tokio::task::spawn_blocking(move || {
@@ -87,6 +102,15 @@ impl ReplicaManager {
             match weak.upgrade() {
                 Some(p) if p.is_leader_in(appended.leader_epoch) => {
                     if p.high_watermark() >= appended.end_offset {
+                        // Kafka's rule: a write the ISR covers only because
+                        // the ISR shrank below the minimum is not safe.
+                        let (isr, min) = p.isr_size_and_min();
+                        if isr < min {
+                            return Err(ReplicaError::NotEnoughReplicasAfterAppend { isr, min });
+                        }
+                        if !self.lease_valid() {
+                            return Err(ReplicaError::LeaderNotAvailable { topic: topic.to_string(), partition });
+                        }
                         return Ok(());
                     }
                 }
@@ -107,6 +131,7 @@ impl ReplicaManager {
     pub async fn fetch(&self, params: FetchParams, partitions: Vec<FetchPartition>) -> Vec<FetchResult> {
         let deadline = Instant::now() + params.max_wait.min(self.config.max_fetch_wait);
         let requests = Arc::new(partitions);
+        let mut first_pass = true;
         loop {
             let resolved: Vec<Resolved> =
                 requests.iter().map(|r| self.leader_partition(&r.topic, r.partition)).collect();
@@ -115,6 +140,12 @@ impl ReplicaManager {
             let mut changes: Vec<watch::Receiver<u64>> =
                 resolved.iter().filter_map(|p| p.as_ref().ok()).map(|p| p.subscribe()).collect();
             let results = self.read_pass(&requests, resolved, params).await;
+            if first_pass && params.replica_id >= 0 {
+                // A follower's fetch offset is its log end: the leader's
+                // only news of its progress.
+                self.record_follower_fetches(params.replica_id, &requests, &results);
+            }
+            first_pass = false;
             let mut bytes = 0;
             let mut failed = false;
             for r in &results {
@@ -191,6 +222,44 @@ impl ReplicaManager {
             .collect()
     }
 
+    /// OffsetForLeaderEpoch on partitions this broker leads.
+    pub async fn offsets_for_leader_epoch(&self, queries: Vec<EpochQuery>) -> Vec<EpochEndResult> {
+        let ids: Vec<(String, u32)> = queries.iter().map(|q| (q.topic.clone(), q.partition)).collect();
+        let jobs: Vec<(EpochQuery, Resolved)> = queries
+            .into_iter()
+            .map(|q| {
+                let p = self.leader_partition(&q.topic, q.partition);
+                (q, p)
+            })
+            .collect();
+        let looked_up = tokio::task::spawn_blocking(move || {
+            jobs.into_iter()
+                .map(|(q, p)| {
+                    let outcome = p.and_then(|p| p.leader_end_offset_for_epoch(q.leader_epoch, q.current_leader_epoch));
+                    (q, outcome)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match looked_up {
+            Ok(v) => v
+                .into_iter()
+                .map(|(q, outcome)| EpochEndResult {
+                    topic: q.topic,
+                    partition: q.partition,
+                    outcome: outcome.map_err(|e| self.with_leader_hint(e)),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "epoch lookup task failed");
+                let e = ReplicaError::Storage(format!("lookup task failed: {e}"));
+                ids.into_iter()
+                    .map(|(topic, partition)| EpochEndResult { topic, partition, outcome: Err(e.clone()) })
+                    .collect()
+            }
+        }
+    }
+
     /// Long-polls parked on a partition (tests synchronize on it instead of
     /// sleeping).
     #[cfg(test)]
@@ -217,9 +286,9 @@ fn read_all(
             let limit = req.partition_max_bytes.min(remaining);
             if have_data && limit == 0 {
                 // Response full: report offsets only.
-                return p.read(req.offset, None, bound, params.replica_id);
+                return p.read(req.offset, None, bound, params.replica_id, req.current_leader_epoch);
             }
-            let mut data = p.read(req.offset, Some(limit), bound, params.replica_id)?;
+            let mut data = p.read(req.offset, Some(limit), bound, params.replica_id, req.current_leader_epoch)?;
             if have_data && data.records.len() > limit {
                 // Log::read always returns one whole batch; past the first
                 // partition with data, one that does not fit is left out.

@@ -33,12 +33,28 @@ pub enum ReplicaError {
     InvalidRequest(String),
     #[error("offset {requested} is out of range [{start}, {end}]")]
     OffsetOutOfRange { requested: i64, start: u64, end: u64 },
-    #[error("acks=all needs all {isr} in-sync replicas, but only the leader has the data")]
-    NotEnoughReplicas { isr: usize },
+    #[error("acks=all needs at least {min} in-sync replicas (min.insync.replicas), but the ISR has {isr}")]
+    NotEnoughReplicas { isr: usize, min: usize },
+    #[error("appended, but the ISR shrank to {isr}, below min.insync.replicas={min}, before it was replicated")]
+    NotEnoughReplicasAfterAppend { isr: usize, min: usize },
+    #[error("leader epoch {given} is older than the current {current}")]
+    FencedLeaderEpoch { current: i32, given: i32 },
+    #[error("leader epoch {given} is newer than {current}, the latest this broker knows")]
+    UnknownLeaderEpoch { current: i32, given: i32 },
+    #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    #[error("producer {producer_id}: epoch {given} is older than {current}")]
+    InvalidProducerEpoch { producer_id: i64, current: i16, given: i16 },
+    #[error("producer {producer_id} is unknown to this partition and its batch does not start a sequence")]
+    UnknownProducerId { producer_id: i64 },
     #[error("timed out waiting for the in-sync replicas")]
     RequestTimedOut,
     #[error("storage error: {0}")]
     Storage(String),
+    /// A follower's log does not line up with what the leader sent (it
+    /// must settle with the leader by epoch again). Never sent on the wire.
+    #[error("replica log diverged from the leader's: {0}")]
+    Diverged(String),
     #[error("broker is shutting down")]
     ShuttingDown,
 }
@@ -61,8 +77,15 @@ impl ReplicaError {
             ReplicaError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             ReplicaError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             ReplicaError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
+            ReplicaError::NotEnoughReplicasAfterAppend { .. } => ErrorCode::NotEnoughReplicasAfterAppend,
+            ReplicaError::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
+            ReplicaError::UnknownLeaderEpoch { .. } => ErrorCode::UnknownLeaderEpoch,
+            ReplicaError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+            ReplicaError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+            ReplicaError::UnknownProducerId { .. } => ErrorCode::UnknownProducerId,
             ReplicaError::RequestTimedOut => ErrorCode::RequestTimedOut,
             ReplicaError::Storage(_) => ErrorCode::StorageError,
+            ReplicaError::Diverged(_) => ErrorCode::InvalidRequest,
             ReplicaError::ShuttingDown => ErrorCode::BrokerNotAvailable,
         }
     }
@@ -95,6 +118,16 @@ impl From<LogError> for ReplicaError {
             }
             LogError::InvalidBatch(b) => ReplicaError::from(b),
             LogError::MessageTooLarge { size, max } => ReplicaError::MessageTooLarge { size, max },
+            LogError::InvalidProducerEpoch { producer_id, current, given } => {
+                ReplicaError::InvalidProducerEpoch { producer_id, current, given }
+            }
+            LogError::OutOfOrderSequence { producer_id, expected, got } => {
+                ReplicaError::OutOfOrderSequence { producer_id, expected, got }
+            }
+            LogError::UnknownProducerId { producer_id } => ReplicaError::UnknownProducerId { producer_id },
+            e @ (LogError::NonContiguousOffset { .. } | LogError::StaleLeaderEpoch { .. }) => {
+                ReplicaError::Diverged(e.to_string())
+            }
             other => {
                 // The client only sees a code; the operator needs the file
                 // and the operation, which the log error carries.

@@ -17,6 +17,7 @@
 
 mod data_path;
 mod error;
+mod fetcher;
 mod partition;
 mod topic_config;
 mod types;
@@ -27,17 +28,17 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 pub use error::{LeaderHint, ReplicaError};
 pub use topic_config::{TOPIC_CONFIG_KEYS, log_config_for, validate_topic_configs};
 pub use types::{
-    Acks, EARLIEST_TIMESTAMP, FetchParams, FetchPartition, FetchResult, FetchedData, LATEST_TIMESTAMP,
-    ListOffsetsInput, ListOffsetsResult, ProduceInfo, ProduceInput, ProduceResult, ReplicaConfig,
+    Acks, EARLIEST_TIMESTAMP, EpochEndResult, EpochQuery, FetchParams, FetchPartition, FetchResult, FetchedData,
+    LATEST_TIMESTAMP, ListOffsetsInput, ListOffsetsResult, ProduceInfo, ProduceInput, ProduceResult, ReplicaConfig,
 };
 
 use crate::log::{LogConfig, LogManager, TopicPartition};
@@ -49,6 +50,8 @@ use partition::{Partition, ReplicaState, Role, Transition, read_topic_id, write_
 const MIN_LOOP_PERIOD: Duration = Duration::from_millis(10);
 
 pub struct ReplicaManager {
+    /// For the tasks this manager starts later (fetchers).
+    me: Weak<ReplicaManager>,
     broker_id: BrokerId,
     config: ReplicaConfig,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
@@ -62,6 +65,26 @@ pub struct ReplicaManager {
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
+    /// One task per leader this broker follows partitions of.
+    fetchers: fetcher::Fetchers,
+    /// ISR changes for the ensemble writer (see `take_isr_requests`).
+    isr_tx: mpsc::UnboundedSender<IsrRequest>,
+    isr_rx: Mutex<Option<mpsc::UnboundedReceiver<IsrRequest>>>,
+    /// When the ensemble last confirmed this broker's session, and for how
+    /// long such a confirmation lets it act as leader. None: no ensemble
+    /// (tests of the data path alone).
+    lease: Mutex<Option<(watch::Receiver<Instant>, Duration)>>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// An ISR change a leader asks the ensemble to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrRequest {
+    pub topic: String,
+    pub partition: u32,
+    /// The change is void if the partition has another leader epoch by then.
+    pub leader_epoch: i32,
+    pub isr: Vec<BrokerId>,
 }
 
 impl std::fmt::Debug for ReplicaManager {
@@ -89,9 +112,12 @@ impl ReplicaManager {
         config: ReplicaConfig,
     ) -> Arc<ReplicaManager> {
         let (stop, stop_rx) = watch::channel(false);
+        let (isr_tx, isr_rx) = mpsc::unbounded_channel();
+        let isr_check_every = (config.replica_lag_time_max / 2).max(MIN_LOOP_PERIOD);
         let maintenance_every = config.maintenance_interval.max(MIN_LOOP_PERIOD);
         let retry_every = config.retry_interval.max(MIN_LOOP_PERIOD);
-        let rm = Arc::new(ReplicaManager {
+        let rm = Arc::new_cyclic(|me| ReplicaManager {
+            me: me.clone(),
             broker_id,
             config,
             metadata: metadata.clone(),
@@ -101,13 +127,19 @@ impl ReplicaManager {
             stop,
             tasks: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            fetchers: fetcher::Fetchers::default(),
+            isr_tx,
+            isr_rx: Mutex::new(Some(isr_rx)),
+            lease: Mutex::new(None),
+            runtime: tokio::runtime::Handle::current(),
         });
         // The tasks hold weak references: dropping the manager without
         // shutdown() still ends them.
         let weak = Arc::downgrade(&rm);
         let tasks = vec![
             tokio::spawn(metadata_loop(weak.clone(), metadata, stop_rx.clone(), retry_every)),
-            tokio::spawn(maintenance_loop(weak, stop_rx, maintenance_every)),
+            tokio::spawn(maintenance_loop(weak.clone(), stop_rx.clone(), maintenance_every)),
+            tokio::spawn(isr_shrink_loop(weak, stop_rx, isr_check_every)),
         ];
         *rm.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
         rm
@@ -115,6 +147,75 @@ impl ReplicaManager {
 
     pub fn broker_id(&self) -> BrokerId {
         self.broker_id
+    }
+
+    /// The ISR changes this broker's leaders ask for, to be written to the
+    /// ensemble by whoever holds the session (once; later calls get None).
+    pub fn take_isr_requests(&self) -> Option<mpsc::UnboundedReceiver<IsrRequest>> {
+        self.isr_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// From now on, lead only while the ensemble has confirmed the session
+    /// within `valid_for` (`confirmed`: when the newest answered keep-alive
+    /// was sent). A new session replaces the old lease.
+    pub fn set_lease(&self, confirmed: watch::Receiver<Instant>, valid_for: Duration) {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some((confirmed, valid_for));
+    }
+
+    /// Whether this broker may still act as leader.
+    pub fn lease_valid(&self) -> bool {
+        match &*self.lease.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => true,
+            Some((confirmed, valid_for)) => confirmed.borrow().elapsed() < *valid_for,
+        }
+    }
+
+    /// The ensemble recorded an ISR change this broker asked for.
+    pub fn isr_written(
+        &self,
+        topic: &str,
+        partition: u32,
+        leader_epoch: i32,
+        isr: Vec<BrokerId>,
+        partition_epoch: u64,
+    ) {
+        if let Some(p) = self.partition(&TopicPartition::new(topic, partition)) {
+            p.isr_written(leader_epoch, isr, partition_epoch);
+        }
+    }
+
+    /// An ISR change could not be written (conflict or ensemble error); the
+    /// leader will ask again if it still wants it.
+    pub fn isr_write_failed(&self, topic: &str, partition: u32) {
+        if let Some(p) = self.partition(&TopicPartition::new(topic, partition)) {
+            p.isr_write_failed();
+        }
+    }
+
+    fn ask_isr(&self, tp: &TopicPartition, leader_epoch: i32, isr: Vec<BrokerId>) {
+        info!(partition = %tp, leader_epoch, ?isr, "asking the ensemble for an ISR change");
+        let _ = self.isr_tx.send(IsrRequest { topic: tp.topic.clone(), partition: tp.partition, leader_epoch, isr });
+    }
+
+    /// Leader side of replication: what a follower's fetch says about it.
+    fn record_follower_fetches(&self, follower: BrokerId, requests: &[FetchPartition], results: &[FetchResult]) {
+        for (req, result) in requests.iter().zip(results) {
+            let (Ok(data), Ok(offset)) = (&result.outcome, u64::try_from(req.offset)) else {
+                continue;
+            };
+            let tp = TopicPartition::new(req.topic.clone(), req.partition);
+            let Some(p) = self.partition(&tp) else { continue };
+            let (leader_epoch, _) = p.leader_epoch_and_isr();
+            if let Some((epoch, isr)) = p.follower_fetched(follower, leader_epoch, offset, data.log_end_offset) {
+                self.ask_isr(&tp, epoch, isr);
+            }
+        }
+    }
+
+    /// Under-replicated partitions this broker leads (ISR smaller than the
+    /// replica set).
+    pub fn under_replicated(&self) -> usize {
+        self.read_partitions().values().filter(|p| p.is_leader() && p.is_under_replicated()).count()
     }
 
     pub fn config(&self) -> &ReplicaConfig {
@@ -156,6 +257,7 @@ impl ReplicaManager {
             return;
         }
         self.stop.send_replace(true);
+        self.fetchers.stop_all().await;
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for task in tasks {
             if let Err(e) = task.await {
@@ -236,11 +338,24 @@ impl ReplicaManager {
                 all_ok = false;
             }
         }
+        self.update_fetchers(md);
         self.applied.send_replace(md.revision);
         all_ok
     }
 
-    fn replica_state(&self, p: &PartitionInfo, config: LogConfig) -> ReplicaState {
+    /// Points each followed partition's fetching at its current leader.
+    fn update_fetchers(&self, md: &ClusterMetadata) {
+        let mut by_leader: BTreeMap<BrokerId, BTreeMap<TopicPartition, i32>> = BTreeMap::new();
+        for (tp, p) in self.read_partitions().iter() {
+            if let Some((leader, leader_epoch)) = p.follows() {
+                by_leader.entry(leader).or_default().insert(tp.clone(), leader_epoch);
+            }
+        }
+        let _ = md;
+        self.fetchers.assign(by_leader, self.me.clone(), &self.stop.subscribe(), &self.runtime);
+    }
+
+    fn replica_state(&self, topic: &TopicInfo, p: &PartitionInfo, config: LogConfig) -> ReplicaState {
         let (role, leader, leader_epoch, isr) = match &p.state {
             Some(s) if s.leader == self.broker_id => (Role::Leader, s.leader, s.leader_epoch, s.isr.clone()),
             Some(s) => (Role::Follower, s.leader, s.leader_epoch, s.isr.clone()),
@@ -248,7 +363,22 @@ impl ReplicaManager {
             // nothing.
             None => (Role::Follower, -1, -1, Vec::new()),
         };
-        ReplicaState { role, leader, leader_epoch, replicas: p.replicas.clone(), isr, config }
+        let min_insync = topic
+            .configs
+            .get(topic_config::MIN_INSYNC_REPLICAS)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(self.config.default_min_insync_replicas)
+            .max(1);
+        ReplicaState {
+            role,
+            leader,
+            leader_epoch,
+            replicas: p.replicas.clone(),
+            isr,
+            partition_epoch: p.state.as_ref().map_or(0, |s| s.partition_epoch),
+            min_insync,
+            config,
+        }
     }
 
     /// Makes this broker host `tp` in the role the metadata gives it.
@@ -261,7 +391,7 @@ impl ReplicaManager {
         p: &PartitionInfo,
     ) -> Result<(), ReplicaError> {
         let config = topic_config::log_config_lenient(&tp.topic, &topic.configs, &self.config.log_defaults);
-        let state = self.replica_state(p, config);
+        let state = self.replica_state(topic, p, config);
         if let Some(existing) = self.partition(tp) {
             if same_topic(existing.topic_id(), &topic.topic_id) {
                 log_transition(tp, existing.update(state));
@@ -417,6 +547,27 @@ async fn metadata_loop(
             // A partition failed to open (disk full, I/O error): try the
             // latest metadata again rather than wait for the next change.
             () = tokio::time::sleep(retry_every), if !all_ok => {}
+        }
+    }
+}
+
+/// Leaders drop followers that lag too long from the ISR.
+async fn isr_shrink_loop(rm: Weak<ReplicaManager>, mut stop: watch::Receiver<bool>, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let Some(rm) = rm.upgrade() else { return };
+        let max_lag = rm.config.replica_lag_time_max;
+        let led: Vec<(TopicPartition, Arc<Partition>)> =
+            rm.read_partitions().iter().filter(|(_, p)| p.is_leader()).map(|(tp, p)| (tp.clone(), p.clone())).collect();
+        for (tp, p) in led {
+            if let Some((epoch, isr)) = p.shrink_isr(max_lag) {
+                rm.ask_isr(&tp, epoch, isr);
+            }
         }
     }
 }

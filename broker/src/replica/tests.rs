@@ -28,7 +28,13 @@ fn open_logs(dir: &Path) -> LogManager {
 fn partition(leader: i32, replicas: &[i32], isr: &[i32]) -> PartitionInfo {
     PartitionInfo {
         replicas: replicas.to_vec(),
-        state: Some(PartitionState { leader, leader_epoch: EPOCH, isr: isr.to_vec(), controller_epoch: 1 }),
+        state: Some(PartitionState {
+            leader,
+            leader_epoch: EPOCH,
+            isr: isr.to_vec(),
+            controller_epoch: 1,
+            partition_epoch: 0,
+        }),
     }
 }
 
@@ -49,6 +55,8 @@ fn metadata(revision: u64, topics: Vec<(&str, TopicInfo)>) -> Arc<ClusterMetadat
         revision,
         brokers,
         controller: None,
+        draining: Default::default(),
+        elect_preferred: None,
         topics: topics.into_iter().map(|(n, t)| (n.to_string(), t)).collect(),
     })
 }
@@ -128,7 +136,13 @@ impl Harness {
         min_bytes: usize,
     ) -> Result<FetchedData, ReplicaError> {
         let params = FetchParams { max_wait, min_bytes, max_bytes: 1 << 20, replica_id: -1 };
-        let req = FetchPartition { topic: topic.into(), partition, offset, partition_max_bytes: 1 << 20 };
+        let req = FetchPartition {
+            topic: topic.into(),
+            partition,
+            offset,
+            partition_max_bytes: 1 << 20,
+            current_leader_epoch: -1,
+        };
         let mut r = self.rm.fetch(params, vec![req]).await;
         assert_eq!(r.len(), 1);
         r.remove(0).outcome
@@ -298,7 +312,13 @@ async fn fetch_limits_bytes_but_always_returns_a_first_batch() {
         h.produce(Acks::Leader, "t", p, big.clone()).await.unwrap();
     }
     let params = FetchParams { max_wait: Duration::ZERO, min_bytes: 0, max_bytes: 100, replica_id: -1 };
-    let req = |p| FetchPartition { topic: "t".into(), partition: p, offset: 0, partition_max_bytes: 50 };
+    let req = |p| FetchPartition {
+        topic: "t".into(),
+        partition: p,
+        offset: 0,
+        partition_max_bytes: 50,
+        current_leader_epoch: -1,
+    };
     let r = h.rm.fetch(params, vec![req(0), req(1)]).await;
     let first = r[0].outcome.as_ref().unwrap();
     assert_eq!(first.records, stored(&big, 0), "exactly one whole batch, though larger than both limits");
@@ -307,7 +327,13 @@ async fn fetch_limits_bytes_but_always_returns_a_first_batch() {
     assert_eq!((second.high_watermark, second.log_end_offset), (2, 2));
 
     let params = FetchParams { max_bytes: 10_000, ..params };
-    let req = |p| FetchPartition { topic: "t".into(), partition: p, offset: 0, partition_max_bytes: 2 * big.len() };
+    let req = |p| FetchPartition {
+        topic: "t".into(),
+        partition: p,
+        offset: 0,
+        partition_max_bytes: 2 * big.len(),
+        current_leader_epoch: -1,
+    };
     let r = h.rm.fetch(params, vec![req(0), req(1)]).await;
     for (p, result) in r.iter().enumerate() {
         assert_eq!(result.partition, p as u32);
@@ -341,18 +367,105 @@ async fn list_offsets_earliest_latest_and_by_time() {
     assert_eq!(h.offset("t", 0, -7).await.unwrap_err().code(), ErrorCode::InvalidRequest);
 }
 
+/// A follower's fetch as the fetcher sends it.
+async fn follower_fetch(h: &Harness, topic: &str, offset: i64, epoch: i32) -> Result<FetchedData, ReplicaError> {
+    let params = FetchParams { max_wait: Duration::ZERO, min_bytes: 0, max_bytes: 1 << 20, replica_id: OTHER };
+    let req = FetchPartition {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        partition_max_bytes: 1 << 20,
+        current_leader_epoch: epoch,
+    };
+    h.rm.fetch(params, vec![req]).await.remove(0).outcome
+}
+
+fn with_min_insync(mut t: TopicInfo, n: usize) -> TopicInfo {
+    t.configs.insert("min.insync.replicas".into(), n.to_string());
+    t
+}
+
 #[tokio::test]
-async fn acks_all_needs_the_leader_to_be_the_whole_isr() {
+async fn acks_all_is_refused_below_min_insync_replicas() {
     let h = Harness::new(vec![
         ("solo", topic("id-s", vec![led_here()])),
-        ("pair", topic("id-p", vec![partition(ME, &[ME, OTHER], &[ME, OTHER])])),
+        ("alone", with_min_insync(topic("id-a", vec![partition(ME, &[ME, OTHER], &[ME])]), 2)),
     ])
     .await;
     assert_eq!(h.produce(Acks::All, "solo", 0, batch(1, "v")).await.unwrap().base_offset, 0);
-    let e = h.produce(Acks::All, "pair", 0, batch(1, "v")).await.unwrap_err();
-    assert_eq!(e, ReplicaError::NotEnoughReplicas { isr: 2 });
-    assert_eq!(h.offset("pair", 0, LATEST_TIMESTAMP).await.unwrap(), Some(0), "refused before appending");
-    assert_eq!(h.produce(Acks::Leader, "pair", 0, batch(1, "v")).await.unwrap().base_offset, 0);
+    let e = h.produce(Acks::All, "alone", 0, batch(1, "v")).await.unwrap_err();
+    assert_eq!(e, ReplicaError::NotEnoughReplicas { isr: 1, min: 2 });
+    assert_eq!(h.offset("alone", 0, LATEST_TIMESTAMP).await.unwrap(), Some(0), "refused before appending");
+    assert_eq!(h.produce(Acks::Leader, "alone", 0, batch(1, "v")).await.unwrap().base_offset, 0);
+}
+
+#[tokio::test]
+async fn acks_all_completes_when_the_follower_has_fetched_past_the_batch() {
+    let h = Harness::new(vec![(
+        "pair",
+        with_min_insync(topic("id-p", vec![partition(ME, &[ME, OTHER], &[ME, OTHER])]), 2),
+    )])
+    .await;
+    let rm = h.rm.clone();
+    let produce = tokio::spawn(async move {
+        let input = ProduceInput { topic: "pair".into(), partition: 0, records: batch(1, "v") };
+        rm.produce(Acks::All, Duration::from_secs(30), vec![input]).await.remove(0).outcome
+    });
+    // The follower reads the leader's log end, which consumers cannot see
+    // before the high watermark moves.
+    let data = loop {
+        let d = follower_fetch(&h, "pair", 0, EPOCH).await.unwrap();
+        if !d.records.is_empty() {
+            break d;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!((data.log_end_offset, data.high_watermark), (1, 0));
+    assert!(h.fetch("pair", 0, 0).await.unwrap().records.is_empty(), "not committed yet");
+    assert!(!produce.is_finished());
+    // Fetching from offset 1 tells the leader the follower has offset 0.
+    follower_fetch(&h, "pair", 1, EPOCH).await.unwrap();
+    // The follower learns the new high watermark on its next fetch.
+    assert_eq!(follower_fetch(&h, "pair", 1, EPOCH).await.unwrap().high_watermark, 1);
+    assert_eq!(produce.await.unwrap().unwrap().base_offset, 0);
+    assert_eq!(h.fetch("pair", 0, 0).await.unwrap().records.len(), data.records.len());
+}
+
+#[tokio::test]
+async fn fetches_naming_another_leader_epoch_are_refused() {
+    let h = Harness::new(vec![("t", topic("id-t", vec![partition(ME, &[ME, OTHER], &[ME, OTHER])]))]).await;
+    let e = follower_fetch(&h, "t", 0, EPOCH - 1).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::FencedLeaderEpoch);
+    let e = follower_fetch(&h, "t", 0, EPOCH + 1).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::UnknownLeaderEpoch);
+    assert!(follower_fetch(&h, "t", 0, -1).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_caught_up_follower_outside_the_isr_is_proposed_for_it() {
+    let h = Harness::new(vec![("t", topic("id-t", vec![partition(ME, &[ME, OTHER], &[ME])]))]).await;
+    let mut requests = h.rm.take_isr_requests().unwrap();
+    h.produce(Acks::Leader, "t", 0, batch(1, "v")).await.unwrap();
+    follower_fetch(&h, "t", 0, EPOCH).await.unwrap();
+    assert!(requests.try_recv().is_err(), "behind the high watermark: not yet");
+    follower_fetch(&h, "t", 1, EPOCH).await.unwrap();
+    let req = requests.recv().await.unwrap();
+    assert_eq!((req.topic.as_str(), req.leader_epoch, req.isr.clone()), ("t", EPOCH, vec![ME, OTHER]));
+    follower_fetch(&h, "t", 1, EPOCH).await.unwrap();
+    assert!(requests.try_recv().is_err(), "the same change is not asked twice while pending");
+    h.rm.isr_written("t", 0, EPOCH, vec![ME, OTHER], 1);
+    // Now acks=all waits for the follower too.
+    let rm = h.rm.clone();
+    let produce = tokio::spawn(async move {
+        let input = ProduceInput { topic: "t".into(), partition: 0, records: batch(2, "w") };
+        rm.produce(Acks::All, Duration::from_secs(30), vec![input]).await.remove(0).outcome
+    });
+    while h.rm.fetch_waiters("t", 0) == 0 && !produce.is_finished() {
+        tokio::task::yield_now().await;
+    }
+    assert!(!produce.is_finished(), "the follower has not fetched the batch yet");
+    follower_fetch(&h, "t", 2, EPOCH).await.unwrap();
+    assert_eq!(produce.await.unwrap().unwrap().base_offset, 1);
 }
 
 #[tokio::test]
@@ -430,7 +543,13 @@ async fn a_new_manager_on_the_same_directory_serves_the_old_data() {
     let rm = ReplicaManager::new(ME, logs, rx, ReplicaConfig::default());
     assert!(rm.wait_applied(1).await);
     let params = FetchParams { max_wait: Duration::ZERO, min_bytes: 0, max_bytes: 1 << 20, replica_id: -1 };
-    let req = FetchPartition { topic: "t".into(), partition: 0, offset: 0, partition_max_bytes: 1 << 20 };
+    let req = FetchPartition {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+        partition_max_bytes: 1 << 20,
+        current_leader_epoch: -1,
+    };
     let r = rm.fetch(params, vec![req]).await;
     let data = r[0].outcome.as_ref().unwrap();
     assert_eq!(data.records, concat(&[&stored(&a, 0), &stored(&b, 1)]));
@@ -446,7 +565,13 @@ async fn replica_fetches_need_a_replica_of_the_partition() {
     let h = Harness::new(vec![("t", topic("id-t", vec![partition(ME, &[ME, OTHER], &[ME])]))]).await;
     h.produce(Acks::Leader, "t", 0, batch(1, "v")).await.unwrap();
     let params = FetchParams { max_wait: Duration::ZERO, min_bytes: 0, max_bytes: 1 << 20, replica_id: OTHER };
-    let req = FetchPartition { topic: "t".into(), partition: 0, offset: 0, partition_max_bytes: 1 << 20 };
+    let req = FetchPartition {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+        partition_max_bytes: 1 << 20,
+        current_leader_epoch: -1,
+    };
     let r = h.rm.fetch(params, vec![req.clone()]).await;
     assert!(!r[0].outcome.as_ref().unwrap().records.is_empty());
     let r = h.rm.fetch(FetchParams { replica_id: 9, ..params }, vec![req]).await;
@@ -479,8 +604,20 @@ async fn wire_produce_fetch_and_list_offsets() {
 
     let fetch = pb::FetchRequest {
         partitions: vec![
-            pb::FetchPartition { topic: "t".into(), partition: 1, fetch_offset: 0, partition_max_bytes: 0 },
-            pb::FetchPartition { topic: "t".into(), partition: 0, fetch_offset: 5, partition_max_bytes: 0 },
+            pb::FetchPartition {
+                topic: "t".into(),
+                partition: 1,
+                fetch_offset: 0,
+                partition_max_bytes: 0,
+                current_leader_epoch: -1,
+            },
+            pb::FetchPartition {
+                topic: "t".into(),
+                partition: 0,
+                fetch_offset: 5,
+                partition_max_bytes: 0,
+                current_leader_epoch: -1,
+            },
         ],
         max_wait_ms: 0,
         min_bytes: 0,

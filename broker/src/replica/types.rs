@@ -37,6 +37,14 @@ pub struct ReplicaConfig {
     /// Per-partition limit when a request leaves `partition_max_bytes` at 0
     /// (Kafka's `max.partition.fetch.bytes` default).
     pub default_partition_fetch_bytes: usize,
+    /// A follower that has not caught up for this long leaves the ISR.
+    pub replica_lag_time_max: Duration,
+    /// Longest a follower's fetch waits on its leader.
+    pub replica_fetch_wait_max: Duration,
+    /// Bytes a follower asks for per fetch (the whole response).
+    pub replica_fetch_max_bytes: usize,
+    /// `min.insync.replicas` of topics that do not set it.
+    pub default_min_insync_replicas: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -48,6 +56,10 @@ impl Default for ReplicaConfig {
             max_fetch_wait: Duration::from_secs(30),
             max_fetch_bytes: 50 << 20,
             default_partition_fetch_bytes: 1 << 20,
+            replica_lag_time_max: Duration::from_secs(10),
+            replica_fetch_wait_max: Duration::from_millis(500),
+            replica_fetch_max_bytes: 10 << 20,
+            default_min_insync_replicas: 1,
         }
     }
 }
@@ -85,6 +97,8 @@ pub struct FetchPartition {
     pub partition: u32,
     pub offset: i64,
     pub partition_max_bytes: usize,
+    /// The leader epoch the fetcher believes current; -1 skips the check.
+    pub current_leader_epoch: i32,
 }
 
 /// A fetch request's limits.
@@ -134,4 +148,21 @@ pub struct ListOffsetsResult {
     pub partition: u32,
     /// `None` when no record is at or after the timestamp.
     pub outcome: Result<Option<u64>, ReplicaError>,
+}
+
+/// OffsetForLeaderEpoch for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochQuery {
+    pub topic: String,
+    pub partition: u32,
+    pub leader_epoch: i32,
+    pub current_leader_epoch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochEndResult {
+    pub topic: String,
+    pub partition: u32,
+    /// (epoch, end offset), or None when the leader holds no epoch that old.
+    pub outcome: Result<Option<(i32, u64)>, ReplicaError>,
 }

@@ -148,12 +148,6 @@ impl AdminService {
                 format!("replication factor {} needs that many live brokers; {live} are live", t.replication_factor),
             );
         }
-        if t.replication_factor > 1 {
-            return err(
-                ErrorCode::InvalidReplicationFactor,
-                "replication factor above 1 needs partition replication, which this version does not have yet",
-            );
-        }
         let start = rand::random::<u32>() as usize;
         let record = TopicRecord {
             topic_id: uuid::Uuid::new_v4().to_string(),
@@ -285,6 +279,51 @@ impl AdminService {
         let start = rand::random::<u32>() as usize;
         record.assignment.extend(assign_replicas(&brokers, count - current, rf, start, current));
         self.write_topic(topic, &record, version).await
+    }
+
+    /// Asks the controller to hand leadership back to preferred replicas,
+    /// then waits (up to the request's timeout) until every partition of
+    /// the named topics is led by its preferred replica or that replica
+    /// cannot lead (down, draining, or out of sync).
+    pub async fn elect_leaders(
+        &self,
+        req: pb::ElectLeadersRequest,
+    ) -> Result<pb::ElectLeadersResponse, pb::PartitionError> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis().to_string())
+            .unwrap_or_default();
+        if let Err(e) = self.coord.upsert(paths::ELECT_PREFERRED, stamp).await {
+            return Err(coord_err(e).unwrap_or_default());
+        }
+        let count = |md: &ClusterMetadata| -> (u32, u32, u32) {
+            let (mut preferred, mut stuck, mut movable) = (0, 0, 0);
+            for (name, t) in &md.topics {
+                if !req.topics.is_empty() && !req.topics.contains(name) {
+                    continue;
+                }
+                for p in &t.partitions {
+                    let (Some(first), Some(s)) = (p.replicas.first(), p.state.as_ref()) else { continue };
+                    if s.leader == *first {
+                        preferred += 1;
+                    } else if md.brokers.contains_key(first) && !md.draining.contains(first) && s.isr.contains(first) {
+                        movable += 1;
+                    } else {
+                        stuck += 1;
+                    }
+                }
+            }
+            (preferred, stuck, movable)
+        };
+        let deadline = Instant::now() + Duration::from_millis(u64::from(req.timeout_ms));
+        let mut rx = self.metadata.clone();
+        loop {
+            let (preferred, stuck, movable) = count(&rx.borrow_and_update());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if movable == 0 || left.is_zero() || tokio::time::timeout(left, rx.changed()).await.is_err() {
+                return Ok(pb::ElectLeadersResponse { preferred, not_preferred: stuck + movable });
+            }
+        }
     }
 
     pub async fn describe_configs(

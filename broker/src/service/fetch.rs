@@ -8,7 +8,7 @@ use strata_proto::error::status_from_detail;
 use tonic::Status;
 
 use super::produce::offset;
-use crate::replica::{FetchParams, FetchPartition, FetchResult, ReplicaError, ReplicaManager};
+use crate::replica::{EpochQuery, FetchParams, FetchPartition, FetchResult, ReplicaError, ReplicaManager};
 
 /// Handles a Fetch call (long-poll). A 0 `max_bytes` or
 /// `partition_max_bytes` means "the broker's default"; `max_bytes` and
@@ -43,6 +43,7 @@ pub async fn fetch(rm: &ReplicaManager, req: pb::FetchRequest) -> Result<pb::Fet
                 Ok(0) | Err(_) => config.default_partition_fetch_bytes,
                 Ok(n) => n,
             },
+            current_leader_epoch: p.current_leader_epoch,
         })
         .collect();
     let results = rm.fetch(params, partitions).await;
@@ -78,4 +79,41 @@ fn to_pb(r: FetchResult) -> pb::FetchPartitionResponse {
             }
         }
     }
+}
+
+/// Handles OffsetForLeaderEpoch: where each asked epoch ends in this
+/// leader's log.
+pub async fn offset_for_leader_epoch(
+    rm: &ReplicaManager,
+    req: pb::OffsetForLeaderEpochRequest,
+) -> Result<pb::OffsetForLeaderEpochResponse, Status> {
+    let queries = req
+        .partitions
+        .into_iter()
+        .map(|p| EpochQuery {
+            topic: p.topic,
+            partition: p.partition,
+            leader_epoch: p.leader_epoch,
+            current_leader_epoch: p.current_leader_epoch,
+        })
+        .collect();
+    let results = rm.offsets_for_leader_epoch(queries).await;
+    let partitions = results
+        .into_iter()
+        .map(|r| {
+            let (error, leader_epoch, end_offset) = match r.outcome {
+                Ok(Some((epoch, end))) => (None, epoch, offset(end)),
+                Ok(None) => (None, -1, -1),
+                Err(e) => (Some(e.to_pb()), -1, -1),
+            };
+            pb::OffsetForLeaderEpochPartitionResponse {
+                topic: r.topic,
+                partition: r.partition,
+                error,
+                leader_epoch,
+                end_offset,
+            }
+        })
+        .collect();
+    Ok(pb::OffsetForLeaderEpochResponse { partitions })
 }

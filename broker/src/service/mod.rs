@@ -23,6 +23,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::metadata::model::ClusterMetadata;
+use crate::metadata::producer_ids::ProducerIds;
 use crate::replica::ReplicaManager;
 use admin::AdminService;
 
@@ -30,6 +31,7 @@ pub struct Services {
     pub replicas: Arc<ReplicaManager>,
     pub metadata: watch::Receiver<Arc<ClusterMetadata>>,
     pub admin: AdminService,
+    pub producer_ids: Arc<ProducerIds>,
     pub max_request_bytes: usize,
 }
 
@@ -123,6 +125,26 @@ impl Broker for BrokerHandler {
         Ok(Response::new(metadata_response(&md, &request.into_inner().topics)))
     }
 
+    async fn offset_for_leader_epoch(
+        &self,
+        request: Request<pb::OffsetForLeaderEpochRequest>,
+    ) -> Result<Response<pb::OffsetForLeaderEpochResponse>, Status> {
+        fetch::offset_for_leader_epoch(&self.0.replicas, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn init_producer_id(
+        &self,
+        _request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        match self.0.producer_ids.next().await {
+            Ok(producer_id) => Ok(Response::new(pb::InitProducerIdResponse { producer_id, producer_epoch: 0 })),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot allocate a producer id");
+                Err(status(ErrorCode::BrokerNotAvailable, format!("cannot allocate a producer id: {e}")))
+            }
+        }
+    }
+
     type WatchMetadataStream = BoxStream<pb::MetadataResponse>;
 
     async fn watch_metadata(
@@ -201,6 +223,13 @@ impl Admin for AdminHandler {
             None => Ok(Response::new(pb::AlterConfigsResponse {})),
             Some(e) => Err(partition_error_status(e)),
         }
+    }
+
+    async fn elect_leaders(
+        &self,
+        request: Request<pb::ElectLeadersRequest>,
+    ) -> Result<Response<pb::ElectLeadersResponse>, Status> {
+        self.0.admin.elect_leaders(request.into_inner()).await.map(Response::new).map_err(partition_error_status)
     }
 
     async fn describe_cluster(

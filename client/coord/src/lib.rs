@@ -440,6 +440,7 @@ impl CoordClient {
     /// or closed.
     pub async fn open_session(&self, ttl: Duration) -> Result<Session, CoordError> {
         let req = pb::OpenSessionRequest { ttl_ms: ttl.as_millis() as u64, request_id: Some(self.request_id()) };
+        let sent = Instant::now();
         let r = self
             .call(|mut c| {
                 let req = req.clone();
@@ -448,9 +449,17 @@ impl CoordClient {
             .await?;
         let (state_tx, state_rx) = watch::channel(SessionState::Alive);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (confirmed_tx, confirmed_rx) = watch::channel(sent);
         let ttl = Duration::from_millis(r.ttl_ms);
-        tokio::spawn(keep_alive_loop(self.clone(), r.session_id, ttl, state_tx, stop_rx));
-        Ok(Session { id: r.session_id, ttl, client: self.clone(), state: state_rx, stop: stop_tx })
+        tokio::spawn(keep_alive_loop(self.clone(), r.session_id, ttl, state_tx, confirmed_tx, stop_rx));
+        Ok(Session {
+            id: r.session_id,
+            ttl,
+            client: self.clone(),
+            state: state_rx,
+            confirmed: confirmed_rx,
+            stop: stop_tx,
+        })
     }
 
     /// Watches `path` (and below it with `prefix`) from `start_revision`
@@ -576,10 +585,19 @@ pub struct Session {
     pub ttl: Duration,
     client: CoordClient,
     state: watch::Receiver<SessionState>,
+    confirmed: watch::Receiver<Instant>,
     stop: watch::Sender<bool>,
 }
 
 impl Session {
+    /// When the newest keep-alive that the ensemble answered was sent. The
+    /// ensemble cannot expire the session before that instant plus the TTL,
+    /// so a holder of ephemeral state may act on it until then, even while
+    /// cut off from the ensemble (where `state` would still say Alive).
+    pub fn confirmed_watch(&self) -> watch::Receiver<Instant> {
+        self.confirmed.clone()
+    }
+
     pub fn state(&self) -> SessionState {
         *self.state.borrow()
     }
@@ -615,6 +633,7 @@ async fn keep_alive_loop(
     session_id: u64,
     ttl: Duration,
     state: watch::Sender<SessionState>,
+    confirmed: watch::Sender<Instant>,
     mut stop: watch::Receiver<bool>,
 ) {
     let interval = (ttl / 4).max(Duration::from_millis(50));
@@ -626,6 +645,10 @@ async fn keep_alive_loop(
         let addr = client.target();
         let Ok(mut c) = client.client_for(&addr) else { return };
         let (tx, rx) = mpsc::channel(4);
+        // Send times of unanswered keep-alives, oldest first: an answer
+        // confirms the session as of the oldest one (answers come in order;
+        // were some skipped, the oldest is the cautious choice).
+        let mut unanswered = std::collections::VecDeque::from([Instant::now()]);
         let _ = tx.try_send(pb::KeepAliveRequest { session_id });
         let attempt = async {
             let mut responses = c.keep_alive(ReceiverStream::new(rx)).await?.into_inner();
@@ -634,12 +657,26 @@ async fn keep_alive_loop(
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
+                        unanswered.push_back(Instant::now());
+                        if unanswered.len() > 64 {
+                            unanswered.pop_front();
+                        }
                         if tx.send(pb::KeepAliveRequest { session_id }).await.is_err() {
                             return Err(tonic::Status::unavailable("keep-alive stream closed"));
                         }
                     }
                     msg = tokio::time::timeout(interval * 2, responses.message()) => match msg {
-                        Ok(Ok(Some(_))) => {}
+                        Ok(Ok(Some(_))) => {
+                            if let Some(sent) = unanswered.pop_front() {
+                                confirmed.send_if_modified(|c| {
+                                    let newer = sent > *c;
+                                    if newer {
+                                        *c = sent;
+                                    }
+                                    newer
+                                });
+                            }
+                        }
                         Ok(Ok(None)) => return Err(tonic::Status::unavailable("keep-alive stream ended")),
                         Ok(Err(s)) => return Err(s),
                         Err(_) => return Err(tonic::Status::unavailable("keep-alive answer overdue")),

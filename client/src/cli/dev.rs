@@ -208,7 +208,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!();
     println!("Try, in another terminal:");
     println!("  strata cluster status");
-    println!("  strata topic create demo --partitions 3 --replication-factor 1");
+    println!("  strata topic create demo --partitions 3 --replication-factor 3");
     println!("  seq 1 10 | strata produce demo");
     println!("  strata consume demo --from-beginning --max-messages 10");
     println!();

@@ -38,6 +38,12 @@ pub enum TopicCommand {
     },
     /// Delete a topic and its data on every broker.
     Delete { name: String },
+    /// Hand leadership back to preferred replicas (the first of each
+    /// partition's replicas) where they are live and in sync.
+    ElectLeaders {
+        /// Topics to wait for (default: all).
+        topics: Vec<String>,
+    },
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -60,6 +66,17 @@ pub async fn run(args: &BrokerArgs, command: TopicCommand) -> anyhow::Result<()>
                 println!("{}", json!({ "topic": name, "created": true }));
             } else {
                 println!("created topic {name} ({partitions} partitions, replication factor {replication_factor})");
+            }
+        }
+        TopicCommand::ElectLeaders { topics } => {
+            let (preferred, not_preferred) = admin.elect_preferred_leaders(&topics).await?;
+            if args.json {
+                println!("{}", json!({ "preferred": preferred, "not_preferred": not_preferred }));
+            } else {
+                println!("{preferred} partitions led by their preferred replica, {not_preferred} not");
+                if not_preferred > 0 {
+                    println!("(a preferred replica that is down or out of sync cannot take over)");
+                }
             }
         }
         TopicCommand::List => {

@@ -103,6 +103,7 @@ async fn fetch_all(addr: &str, topic: &str, p: u32, from: i64) -> anyhow::Result
                 partition: p,
                 fetch_offset: from,
                 partition_max_bytes: 16 << 20,
+                current_leader_epoch: -1,
             }],
             max_wait_ms: 0,
             min_bytes: 0,

@@ -12,7 +12,7 @@ use strata_tests::binary;
 /// README.md, so the README and the test cannot drift apart.
 const QUICKSTART: &[&str] = &[
     "strata cluster status",
-    "strata topic create demo --partitions 3 --replication-factor 1",
+    "strata topic create demo --partitions 3 --replication-factor 3",
     "strata topic describe demo",
     "seq 1 10 | strata produce demo",
     "strata consume demo --from-beginning --max-messages 10",

@@ -20,7 +20,10 @@ async fn a_million_keyed_records_round_trip_in_partition_order() -> anyhow::Resu
     let cluster = Cluster::start(3).await?;
     let metadata = MetadataClient::connect(&cluster.bootstrap(), MetadataConfig::default()).await?;
     AdminClient::new(metadata.clone()).create_topic(NewTopic::new("big", 6, 1)).await?;
-    let producer = Producer::new(metadata.clone(), ProducerConfig { acks: Acks::Leader, ..ProducerConfig::default() });
+    let producer = Producer::new(
+        metadata.clone(),
+        ProducerConfig { acks: Acks::Leader, enable_idempotence: false, ..ProducerConfig::default() },
+    )?;
     let started = Instant::now();
     let mut deliveries = Vec::with_capacity(RECORDS as usize);
     for i in 0..RECORDS {

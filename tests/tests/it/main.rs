@@ -5,3 +5,4 @@ mod broker;
 mod cli;
 mod client;
 mod coord;
+mod replication;
