@@ -300,6 +300,8 @@ struct Retry {
     error: ClientError,
     /// Metadata revision when the batches failed.
     revision: u64,
+    /// The broker the failed send went to, if it got that far.
+    sent_to: Option<String>,
     /// When the backoff ends.
     not_before: Instant,
 }
@@ -307,9 +309,21 @@ struct Retry {
 impl Retry {
     /// Due once its backoff has passed, or as soon as newer metadata arrives
     /// after an error that said ours was stale: a leader change is pushed
-    /// on the metadata stream, so there is no need to poll for it.
-    fn due(&self, now: Instant, revision: u64) -> bool {
-        now >= self.not_before || (self.error.is_stale_metadata() && revision > self.revision)
+    /// on the metadata stream, so there is no need to poll for it. The
+    /// change may also have come in before the failure was seen (the old
+    /// leader died mid-request): then the metadata already names another
+    /// leader than the one the send went to, and the retry goes at once.
+    fn due(&self, now: Instant, metadata: &ClusterMetadata) -> bool {
+        if now >= self.not_before {
+            return true;
+        }
+        if !self.error.is_stale_metadata() {
+            return false;
+        }
+        let moved = self.sent_to.as_deref().is_some_and(|sent_to| {
+            metadata.leader_for(&self.part.topic, self.part.partition).is_some_and(|(_, addr)| addr != sent_to)
+        });
+        metadata.revision > self.revision || moved
     }
 }
 
@@ -556,7 +570,7 @@ impl<T: ProduceTransport> Sender<T> {
         for mut retry in std::mem::take(&mut self.retries) {
             // Batches that gave their sequences back wait for an identity
             // to be stamped with.
-            if !retry.due(now, metadata.revision) || (retry.part.unstamped && !self.may_drain()) {
+            if !retry.due(now, metadata) || (retry.part.unstamped && !self.may_drain()) {
                 waiting.push(retry);
                 continue;
             }
@@ -645,7 +659,7 @@ impl<T: ProduceTransport> Sender<T> {
             self.unstamp(&mut part);
             let error = ClientError::LeaderNotAvailable(format!("{}-{} has no leader", part.topic, part.partition));
             let not_before = now + self.backoff(1);
-            self.retries.push(Retry { part, error, revision: metadata.revision, not_before });
+            self.retries.push(Retry { part, error, revision: metadata.revision, sent_to: None, not_before });
         }
         for (addr, parts) in requests {
             self.dispatch(addr, parts);
@@ -752,7 +766,13 @@ impl<T: ProduceTransport> Sender<T> {
         }
         debug!(%topic, partition, broker = addr, %error, attempts = part.attempts, "batches will be retried");
         let not_before = now + self.backoff(part.attempts);
-        self.retries.push(Retry { part, error, revision: metadata.revision, not_before });
+        self.retries.push(Retry {
+            part,
+            error,
+            revision: metadata.revision,
+            sent_to: Some(addr.to_string()),
+            not_before,
+        });
     }
 
     fn expire_retries(&mut self, now: Instant) {

@@ -337,6 +337,29 @@ async fn a_leader_change_is_followed_as_soon_as_the_metadata_shows_it() {
 }
 
 #[tokio::test]
+async fn a_failure_seen_after_the_leader_change_is_retried_at_once() {
+    let cluster = MemCluster::new(&[("t", &[2])]);
+    // The old leader's answer comes back only after the metadata has named
+    // the new one (a leader that died mid-request).
+    cluster.latency_ms.store(300, Ordering::Relaxed);
+    let config = ProducerConfig {
+        retry_backoff: Duration::from_secs(20),
+        retry_backoff_max: Duration::from_secs(20),
+        ..config()
+    };
+    let (producer, meta) = producer(metadata(1, &[("t", &[1])]), &cluster, config);
+    let start = tokio::time::Instant::now();
+    let delivery = send(&producer, "t", "k", "v").await;
+    while cluster.request_count() == 0 {
+        tokio::time::sleep(ms(5)).await;
+    }
+    assert!(meta.publish(metadata(2, &[("t", &[2])])));
+    let delivered = delivery.await.expect("delivered by the new leader");
+    assert_eq!(delivered.offset, 0);
+    assert!(start.elapsed() < Duration::from_secs(5), "did not wait out the 20 s backoff: {:?}", start.elapsed());
+}
+
+#[tokio::test]
 async fn without_new_metadata_a_retry_waits_for_its_backoff() {
     let cluster = MemCluster::new(&[("t", &[1])]);
     cluster.fail("t", 0, ErrorCode::NotEnoughReplicas, 2);
