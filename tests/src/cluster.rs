@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::ensemble::Ensemble;
+use crate::netlab::{NetHost, NetLab};
 use crate::process::{ChildProcess, binary};
 use crate::proxy::Proxy;
 use crate::wait::wait_until;
@@ -18,6 +19,9 @@ pub struct BrokerNode {
     pub id: i32,
     pub data_dir: PathBuf,
     pub process: Option<ChildProcess>,
+    /// The broker's own network namespace, when the cluster was started
+    /// isolatable (after `process`: dropped once the process is gone).
+    pub net: Option<NetHost>,
     pub proxy: Proxy,
     pub bound: Option<SocketAddr>,
     starts: u32,
@@ -27,6 +31,8 @@ pub struct Cluster {
     pub brokers: BTreeMap<i32, BrokerNode>,
     pub ensemble: Ensemble,
     broker_config: String,
+    /// Last: the lab outlives every namespace in it.
+    pub lab: Option<NetLab>,
 }
 
 impl Cluster {
@@ -36,14 +42,35 @@ impl Cluster {
     }
 
     pub async fn start_with(coordinators: u64, brokers: i32, broker_config: &str) -> anyhow::Result<Cluster> {
-        let ensemble = Ensemble::start(coordinators).await?;
-        let mut cluster = Cluster { brokers: BTreeMap::new(), ensemble, broker_config: broker_config.to_string() };
+        Self::start_inner(coordinators, brokers, broker_config, None).await
+    }
+
+    /// Like `start_with`, but each broker runs in its own network namespace
+    /// (`BrokerNode::net`), so a test can cut one off for real. Needs root.
+    pub async fn start_isolatable(coordinators: u64, brokers: i32, broker_config: &str) -> anyhow::Result<Cluster> {
+        Self::start_inner(coordinators, brokers, broker_config, Some(NetLab::create()?)).await
+    }
+
+    async fn start_inner(
+        coordinators: u64,
+        brokers: i32,
+        broker_config: &str,
+        lab: Option<NetLab>,
+    ) -> anyhow::Result<Cluster> {
+        let hub = lab.as_ref().map_or(std::net::Ipv4Addr::LOCALHOST.into(), NetLab::hub);
+        let ensemble = Ensemble::start_with_options(coordinators, "", hub).await?;
+        let mut cluster = Cluster { brokers: BTreeMap::new(), ensemble, broker_config: broker_config.to_string(), lab };
         for id in 1..=brokers {
+            let net = match &cluster.lab {
+                Some(lab) => Some(lab.add_host()?),
+                None => None,
+            };
             let node = BrokerNode {
                 id,
                 data_dir: cluster.ensemble.dir.path().join(format!("broker-{id}")),
                 process: None,
-                proxy: Proxy::start().await?,
+                net,
+                proxy: Proxy::start_on(hub).await?,
                 bound: None,
                 starts: 0,
             };
@@ -82,11 +109,15 @@ impl Cluster {
         let port_file = dir.join(format!("broker-{id}.port"));
         let _ = std::fs::remove_file(&port_file);
         node.starts += 1;
+        let listen = match &node.net {
+            Some(host) => format!("{}:0", host.ip),
+            None => "127.0.0.1:0".into(),
+        };
         let args = vec![
             "--id".to_string(),
             id.to_string(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            listen,
             "--advertise".into(),
             node.proxy.addr().to_string(),
             "--coordinators".into(),
@@ -99,7 +130,11 @@ impl Cluster {
             port_file.display().to_string(),
         ];
         let log = dir.join(format!("broker-{id}.{}.log", node.starts));
-        node.process = Some(ChildProcess::spawn(&format!("broker-{id}"), &binary("strata-broker"), &args, &log)?);
+        let (program, args) = match &node.net {
+            Some(host) => host.wrap(&binary("strata-broker"), &args),
+            None => (binary("strata-broker"), args),
+        };
+        node.process = Some(ChildProcess::spawn(&format!("broker-{id}"), &program, &args, &log)?);
         Ok(())
     }
 

@@ -45,6 +45,16 @@ impl Ensemble {
     /// Starts `n` members; `extra_config` is appended to each member's TOML
     /// config file (tuning knobs).
     pub async fn start_with_config(n: u64, extra_config: &str) -> anyhow::Result<Ensemble> {
+        Self::start_with_options(n, extra_config, std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// As `start_with_config`, with the client proxies (the addresses the
+    /// members advertise) listening on `client_ip`.
+    pub async fn start_with_options(
+        n: u64,
+        extra_config: &str,
+        client_ip: std::net::IpAddr,
+    ) -> anyhow::Result<Ensemble> {
         let dir = tempfile::Builder::new().prefix("strata-ensemble-").tempdir()?;
         let mut links = BTreeMap::new();
         for i in 1..=n {
@@ -62,7 +72,7 @@ impl Ensemble {
                     id,
                     data_dir: dir.path().join(format!("coord-{id}")),
                     process: None,
-                    client_proxy: Proxy::start().await?,
+                    client_proxy: Proxy::start_on(client_ip).await?,
                     client_bound: None,
                     peer_bound: None,
                     restarts: 0,

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod ensemble;
+pub mod netlab;
 pub mod process;
 pub mod proxy;
 pub mod wait;

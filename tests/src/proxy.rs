@@ -25,7 +25,13 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start() -> anyhow::Result<Proxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// A proxy listening on `ip` (a network lab's hub address, so processes
+    /// in other network namespaces reach it).
+    pub async fn start_on(ip: std::net::IpAddr) -> anyhow::Result<Proxy> {
+        let listener = TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             target: Mutex::new(None),

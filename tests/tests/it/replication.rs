@@ -69,7 +69,19 @@ async fn start_with(
     partitions: u32,
     config: &str,
 ) -> anyhow::Result<(Cluster, MetadataClient, CoordClient)> {
-    let cluster = Cluster::start_with(3, 3, config).await?;
+    with_topic(Cluster::start_with(3, 3, config).await?, topic, partitions).await
+}
+
+/// Each broker in its own network namespace (tests/src/netlab.rs).
+async fn start_isolatable(topic: &str) -> anyhow::Result<(Cluster, MetadataClient, CoordClient)> {
+    with_topic(Cluster::start_isolatable(3, 3, BROKER_CONFIG).await?, topic, 1).await
+}
+
+async fn with_topic(
+    cluster: Cluster,
+    topic: &str,
+    partitions: u32,
+) -> anyhow::Result<(Cluster, MetadataClient, CoordClient)> {
     let metadata = MetadataClient::connect(&cluster.bootstrap(), MetadataConfig::default()).await?;
     let mut t = NewTopic::new(topic, partitions, 3);
     t.configs.insert("min.insync.replicas".into(), "2".into());
@@ -505,5 +517,149 @@ async fn preferred_leaders_return_on_demand() -> anyhow::Result<()> {
     let (on_preferred, not) = AdminClient::new(metadata.clone()).elect_preferred_leaders(&["pref".to_string()]).await?;
     assert_eq!((on_preferred, not), (2, 0));
     assert_eq!(state(&coord, "pref", 0).await?.leader, preferred);
+    Ok(())
+}
+
+/// A follower whose network is cut (its veth pulled: no fetches, no
+/// ensemble) leaves the ISR while acks=all writes go on; reconnected, it
+/// catches up and rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_cut_off_the_network_leaves_the_isr_and_rejoins() -> anyhow::Result<()> {
+    let (cluster, metadata, coord) = start_isolatable("netcut").await?;
+    let load = Load::start(&metadata, "netcut")?;
+    let s = state(&coord, "netcut", 0).await?;
+    let follower = *s.isr.iter().find(|id| **id != s.leader).unwrap();
+    let host = cluster.brokers[&follower].net.as_ref().expect("namespaced broker");
+    host.cut()?;
+    eventually("the cut-off follower leaves the ISR", Duration::from_secs(30), || {
+        let coord = coord.clone();
+        async move {
+            let s = state(&coord, "netcut", 0).await?;
+            anyhow::ensure!(!s.isr.contains(&follower), "{s:?}");
+            Ok(())
+        }
+    })
+    .await?;
+    load.wait_acked_after(Instant::now(), Duration::from_secs(30)).await?;
+    host.heal()?;
+    wait_full_isr(&coord, "netcut", 1).await?;
+    load.wait_acked_after(Instant::now(), Duration::from_secs(30)).await?;
+    let (acked, errors) = load.finish().await?;
+    anyhow::ensure!(errors.is_empty(), "failed deliveries: {:?}", &errors[..errors.len().min(5)]);
+    let read = read_all(&metadata, "netcut", 1, acked.len()).await?;
+    check_exactly_once(&acked, &read)?;
+    Ok(())
+}
+
+/// A leader cut off from the ensemble (iptables in its namespace) and from
+/// its followers stops taking writes once its session may have expired; the
+/// new leader's log wins and the old leader drops its unreplicated tail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_the_ensemble_is_fenced_and_truncates_its_tail() -> anyhow::Result<()> {
+    let (cluster, metadata, coord) = start_isolatable("enscut").await?;
+    let producer = Producer::new(metadata.clone(), ProducerConfig::default())?;
+    let mut acks = Vec::new();
+    for i in 0..20u64 {
+        let m = producer.send("enscut", None, Some(Bytes::from(format!("r{i:08}"))), Vec::new(), None).await?.await?;
+        acks.push((i, m.partition, m.offset, Instant::now()));
+    }
+    let old = state(&coord, "enscut", 0).await?.leader;
+    let node = &cluster.brokers[&old];
+    let host = node.net.as_ref().expect("namespaced broker");
+    let direct = node.bound.expect("bound").to_string();
+    let hub = cluster.lab.as_ref().expect("lab").hub();
+    let coord_ports: Vec<u16> = cluster
+        .ensemble
+        .client_addrs()
+        .iter()
+        .map(|a| a.parse::<std::net::SocketAddr>().map(|a| a.port()))
+        .collect::<Result<_, _>>()?;
+    // Followers reach the leader only through its proxy: cut, they cannot
+    // fetch. The ensemble is cut inside the leader's namespace.
+    node.proxy.cut();
+    host.block_tcp_to(hub, &coord_ports)?;
+    let zombie = produce_raw(&direct, "enscut", "zombie", pb::Acks::Leader, 1000).await?;
+    assert_eq!(zombie, 0, "acks=1 is the leader's alone to answer while its lease holds");
+    let all = produce_raw(&direct, "enscut", "never", pb::Acks::All, 300).await?;
+    assert_ne!(all, 0, "acks=all cannot complete without the followers");
+    eventually("a new leader", Duration::from_secs(30), || {
+        let coord = coord.clone();
+        async move {
+            let s = state(&coord, "enscut", 0).await?;
+            anyhow::ensure!(s.leader >= 0 && s.leader != old, "{s:?}");
+            Ok(())
+        }
+    })
+    .await?;
+    for acks_mode in [pb::Acks::Leader, pb::Acks::All] {
+        let code = produce_raw(&direct, "enscut", "late", acks_mode, 1000).await?;
+        assert_ne!(code, 0, "cut off from the ensemble, the old leader takes no writes ({acks_mode:?})");
+    }
+    for i in 20..40u64 {
+        let m = producer.send("enscut", None, Some(Bytes::from(format!("r{i:08}"))), Vec::new(), None).await?.await?;
+        acks.push((i, m.partition, m.offset, Instant::now()));
+    }
+    producer.close().await;
+    host.unblock_all()?;
+    node.proxy.heal();
+    wait_full_isr(&coord, "enscut", 1).await?;
+    let (on_preferred, _) = AdminClient::new(metadata.clone()).elect_preferred_leaders(&["enscut".to_string()]).await?;
+    assert_eq!(on_preferred, 1);
+    assert_eq!(state(&coord, "enscut", 0).await?.leader, old, "the old leader leads again, from the new log");
+    let read = read_all(&metadata, "enscut", 1, acks.len()).await?;
+    check_exactly_once(&acks, &read)?;
+    assert!(!read.iter().any(|(_, _, v)| v == "zombie" || v == "never" || v == "late"), "{read:?}");
+    assert_eq!(read.len(), acks.len());
+    Ok(())
+}
+
+/// With `unclean.leader.election.enable=true`, a replica that left the ISR
+/// may lead when no in-sync replica is left, losing what it missed: the
+/// partition comes back rather than staying offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unclean_election_brings_back_an_out_of_sync_replica() -> anyhow::Result<()> {
+    let cluster = Cluster::start_with(3, 3, BROKER_CONFIG).await?;
+    let metadata = MetadataClient::connect(&cluster.bootstrap(), MetadataConfig::default()).await?;
+    let mut t = NewTopic::new("unclean", 1, 3);
+    t.configs.insert("unclean.leader.election.enable".into(), "true".into());
+    AdminClient::new(metadata.clone()).create_topic(t).await?;
+    let coord = cluster.ensemble.client();
+    wait_full_isr(&coord, "unclean", 1).await?;
+    let mut cluster = cluster;
+    let s = state(&coord, "unclean", 0).await?;
+    let leader = s.leader;
+    let behind = *s.isr.iter().find(|id| **id != leader).unwrap();
+    let other = *s.isr.iter().find(|id| **id != leader && **id != behind).unwrap();
+    cluster.kill9(behind);
+    eventually("the killed follower leaves the ISR", Duration::from_secs(30), || {
+        let coord = coord.clone();
+        async move {
+            let s = state(&coord, "unclean", 0).await?;
+            anyhow::ensure!(!s.isr.contains(&behind), "{s:?}");
+            Ok(())
+        }
+    })
+    .await?;
+    let leader_addr = cluster.broker_addr(leader);
+    for i in 0..5 {
+        assert_eq!(produce_raw(&leader_addr, "unclean", &format!("missed-{i}"), pb::Acks::All, 5000).await?, 0);
+    }
+    cluster.kill9(leader);
+    cluster.kill9(other);
+    cluster.restart(behind).await?;
+    eventually("the out-of-sync replica leads", Duration::from_secs(30), || {
+        let coord = coord.clone();
+        async move {
+            let s = state(&coord, "unclean", 0).await?;
+            anyhow::ensure!(s.leader == behind && s.isr == vec![behind], "{s:?}");
+            Ok(())
+        }
+    })
+    .await?;
+    let code = produce_raw(&cluster.broker_addr(behind), "unclean", "after", pb::Acks::Leader, 5000).await?;
+    assert_eq!(code, 0, "the partition takes writes again");
+    let read = read_all(&metadata, "unclean", 1, 1).await?;
+    let values: Vec<&str> = read.iter().map(|(_, _, v)| v.as_str()).collect();
+    assert_eq!(values, ["after"], "what the new leader never had is gone, as unclean election allows");
     Ok(())
 }
