@@ -14,6 +14,7 @@ const QUICKSTART: &[&str] = &[
     "strata cluster status",
     "strata topic create demo --partitions 3 --replication-factor 3",
     "strata topic describe demo",
+    "strata topic elect-leaders demo",
     "seq 1 10 | strata produce demo",
     "strata consume demo --from-beginning --max-messages 10",
 ];
@@ -103,8 +104,10 @@ fn readme_quickstart_runs_against_strata_dev_and_ctrl_c_leaves_no_process() -> a
         run_shell(QUICKSTART[1], &env, dir.path())?;
         let describe = run_shell(QUICKSTART[2], &env, dir.path())?;
         assert!(describe.contains("3 partitions"), "{describe}");
-        run_shell(QUICKSTART[3], &env, dir.path())?;
-        let consumed = run_shell(QUICKSTART[4], &env, dir.path())?;
+        let elected = run_shell(QUICKSTART[3], &env, dir.path())?;
+        assert!(elected.contains("3 partitions led by their preferred replica, 0 not"), "{elected}");
+        run_shell(QUICKSTART[4], &env, dir.path())?;
+        let consumed = run_shell(QUICKSTART[5], &env, dir.path())?;
         let mut values: Vec<u32> = consumed.lines().map(|l| l.trim().parse().expect("numbers")).collect();
         values.sort_unstable();
         assert_eq!(values, (1..=10).collect::<Vec<_>>());
