@@ -32,6 +32,9 @@ pub struct Flags {
     /// Write the bound address as JSON here once serving (scripts and tests).
     #[arg(long)]
     pub port_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on `GET /metrics` at this address.
+    #[arg(long, env = "STRATA_BROKER_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -50,6 +53,7 @@ struct FileConfig {
     replica_fetch_wait_max_ms: Option<u64>,
     leader_imbalance_check_interval_ms: Option<u64>,
     controlled_shutdown_timeout_ms: Option<u64>,
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +65,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub rack: String,
     pub port_file: Option<PathBuf>,
+    pub metrics_listen: Option<String>,
     pub session_timeout_ms: u64,
     pub max_request_bytes: usize,
     pub max_open_segments: usize,
@@ -107,6 +112,7 @@ impl Config {
             data_dir: flags.data_dir.or(file.data_dir).context("--data-dir is required")?,
             rack: flags.rack.or(file.rack).unwrap_or_default(),
             port_file: flags.port_file,
+            metrics_listen: flags.metrics_listen.or(file.metrics_listen),
             session_timeout_ms: file.session_timeout_ms.unwrap_or(6_000),
             max_request_bytes: file.max_request_bytes.unwrap_or(64 * 1024 * 1024),
             max_open_segments: file.max_open_segments.unwrap_or(4096),

@@ -140,9 +140,22 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         producer_ids: ProducerIds::new(coord.clone()),
         max_request_bytes: config.max_request_bytes,
     });
-    let server = tokio::spawn(crate::service::serve(services, listener, server_stop_rx));
+    let server = tokio::spawn(crate::service::serve(services, listener, server_stop_rx.clone()));
+    let metrics_bound = match &config.metrics_listen {
+        Some(addr) => {
+            let replicas = replicas.clone();
+            let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || replicas.refresh_metrics());
+            Some(strata_proto::metrics_http::start(addr, refresh, server_stop_rx.clone()).await?)
+        }
+        None => None,
+    };
     if let Some(path) = &config.port_file {
-        let json = serde_json::json!({ "id": config.id, "addr": bound.to_string(), "advertise": advertise });
+        let json = serde_json::json!({
+            "id": config.id,
+            "addr": bound.to_string(),
+            "advertise": advertise,
+            "metrics": metrics_bound.map(|a| a.to_string()),
+        });
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, json.to_string())?;
         std::fs::rename(&tmp, path)?;

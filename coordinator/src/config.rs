@@ -36,6 +36,9 @@ pub struct Flags {
     /// Write the bound addresses as JSON here once serving (for scripts and tests).
     #[arg(long)]
     pub port_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on `GET /metrics` at this address.
+    #[arg(long, env = "STRATA_COORD_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -56,6 +59,7 @@ struct FileConfig {
     watch_history_events: Option<usize>,
     min_session_ttl_ms: Option<u64>,
     max_session_ttl_ms: Option<u64>,
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +72,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub join: bool,
     pub port_file: Option<PathBuf>,
+    pub metrics_listen: Option<String>,
     pub max_data_bytes: usize,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
@@ -131,6 +136,7 @@ impl Config {
             data_dir,
             join,
             port_file: flags.port_file,
+            metrics_listen: flags.metrics_listen.or(file.metrics_listen),
             max_data_bytes: file.max_data_bytes.unwrap_or(1024 * 1024),
             election_timeout_min_ms: file.election_timeout_min_ms.unwrap_or(150),
             election_timeout_max_ms: file.election_timeout_max_ms.unwrap_or(300),

@@ -335,9 +335,21 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     let directory_loop = tokio::spawn(directory_loop(ctx.clone(), stop_rx.clone()));
     let member_file_loop = tokio::spawn(member_file_loop(ctx.clone(), stop_rx.clone()));
 
+    let metrics_bound = match &config.metrics_listen {
+        Some(addr) => {
+            let ctx = ctx.clone();
+            let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || refresh_metrics(&ctx));
+            Some(strata_proto::metrics_http::start(addr, refresh, stop_rx.clone()).await?)
+        }
+        None => None,
+    };
     if let Some(path) = &config.port_file {
-        let json =
-            serde_json::json!({ "id": config.id, "client": client_bound.to_string(), "peer": peer_bound.to_string() });
+        let json = serde_json::json!({
+            "id": config.id,
+            "client": client_bound.to_string(),
+            "peer": peer_bound.to_string(),
+            "metrics": metrics_bound.map(|a| a.to_string()),
+        });
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, json.to_string())?;
         std::fs::rename(&tmp, path)?;
@@ -367,6 +379,24 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     db.flush_async().await.context("flushing the ensemble store")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Gauges mirroring the member's live state, set just before a scrape.
+fn refresh_metrics(ctx: &Context) {
+    let m = ctx.raft.metrics().borrow().clone();
+    metrics::gauge!("strata_coord_term").set(m.current_term as f64);
+    metrics::gauge!("strata_coord_is_leader").set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
+    metrics::gauge!("strata_coord_leader_id").set(m.current_leader.map_or(-1.0, |l| l as f64));
+    metrics::gauge!("strata_coord_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+    metrics::gauge!("strata_coord_commit_index").set(m.last_applied.map_or(0, |l| l.index) as f64);
+    metrics::gauge!("strata_coord_apply_index").set(ctx.shared.applied().log_id.map_or(0, |l| l.index) as f64);
+    let (sessions, revision) = {
+        let ns = ctx.shared.read();
+        (ns.sessions().len(), ns.revision())
+    };
+    metrics::gauge!("strata_coord_sessions").set(sessions as f64);
+    metrics::gauge!("strata_coord_revision").set(revision as f64);
+    metrics::gauge!("strata_coord_watches").set(ctx.shared.hub.watcher_count() as f64);
 }
 
 async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {

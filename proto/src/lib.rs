@@ -20,3 +20,6 @@ pub mod coord_peer {
 
 pub mod error;
 pub mod record_batch;
+
+#[cfg(feature = "metrics-http")]
+pub mod metrics_http;

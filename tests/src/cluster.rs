@@ -24,6 +24,8 @@ pub struct BrokerNode {
     pub net: Option<NetHost>,
     pub proxy: Proxy,
     pub bound: Option<SocketAddr>,
+    /// The broker's Prometheus endpoint.
+    pub metrics_bound: Option<SocketAddr>,
     starts: u32,
 }
 
@@ -72,6 +74,7 @@ impl Cluster {
                 net,
                 proxy: Proxy::start_on(hub).await?,
                 bound: None,
+                metrics_bound: None,
                 starts: 0,
             };
             cluster.brokers.insert(id, node);
@@ -113,9 +116,12 @@ impl Cluster {
             Some(host) => format!("{}:0", host.ip),
             None => "127.0.0.1:0".into(),
         };
+        let metrics_listen = listen.clone();
         let args = vec![
             "--id".to_string(),
             id.to_string(),
+            "--metrics-listen".into(),
+            metrics_listen,
             "--listen".into(),
             listen,
             "--advertise".into(),
@@ -156,6 +162,7 @@ impl Cluster {
         .await??;
         let addr: SocketAddr = json["addr"].as_str().context("addr")?.parse()?;
         node.bound = Some(addr);
+        node.metrics_bound = json["metrics"].as_str().and_then(|a| a.parse().ok());
         node.proxy.set_target(addr);
         Ok(())
     }

@@ -25,6 +25,8 @@ pub struct Member {
     pub client_proxy: Proxy,
     pub client_bound: Option<SocketAddr>,
     pub peer_bound: Option<SocketAddr>,
+    /// The member's Prometheus endpoint.
+    pub metrics_bound: Option<SocketAddr>,
     restarts: u32,
 }
 
@@ -75,6 +77,7 @@ impl Ensemble {
                     client_proxy: Proxy::start_on(client_ip).await?,
                     client_bound: None,
                     peer_bound: None,
+                    metrics_bound: None,
                     restarts: 0,
                 },
             );
@@ -122,6 +125,8 @@ impl Ensemble {
             "127.0.0.1:0".into(),
             "--peer-listen".into(),
             "127.0.0.1:0".into(),
+            "--metrics-listen".into(),
+            "127.0.0.1:0".into(),
             "--advertise".into(),
             m.client_proxy.addr().to_string(),
             "--peers".into(),
@@ -167,6 +172,7 @@ impl Ensemble {
         let m = self.members.get_mut(&id).context("no such member")?;
         m.client_bound = Some(client);
         m.peer_bound = Some(peer);
+        m.metrics_bound = json["metrics"].as_str().and_then(|a| a.parse().ok());
         m.client_proxy.set_target(client);
         for ((_, to), proxy) in self.links.iter() {
             if *to == id {
@@ -194,6 +200,7 @@ impl Ensemble {
                 client_proxy: Proxy::start().await?,
                 client_bound: None,
                 peer_bound: None,
+                metrics_bound: None,
                 restarts: 0,
             },
         );

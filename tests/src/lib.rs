@@ -6,6 +6,7 @@ pub mod ensemble;
 pub mod netlab;
 pub mod process;
 pub mod proxy;
+pub mod scrape;
 pub mod wait;
 
 pub use cluster::Cluster;

@@ -56,6 +56,7 @@ async fn write(coord: &CoordClient, broker_id: BrokerId, req: &IsrRequest) -> Re
     if !req.isr.contains(&broker_id) {
         return Err(CoordError::Internal("an ISR change must keep the leader".into()));
     }
+    let shrink = req.isr.len() < current.isr.len();
     let next = PartitionState { isr: req.isr.clone(), partition_epoch: current.partition_epoch + 1, ..current };
     let bytes = Bytes::from(serde_json::to_vec(&next).map_err(|e| CoordError::Internal(e.to_string()))?);
     let mut txn = Txn::new().when_version(&path, stat.version);
@@ -67,7 +68,14 @@ async fn write(coord: &CoordClient, broker_id: BrokerId, req: &IsrRequest) -> Re
     }
     let txn = txn.set(&path, bytes, Some(stat.version));
     match coord.txn(txn).await {
-        Ok(r) if r.succeeded => Ok(Some(next.partition_epoch)),
+        Ok(r) if r.succeeded => {
+            if shrink {
+                metrics::counter!("strata_broker_isr_shrinks_total").increment(1);
+            } else {
+                metrics::counter!("strata_broker_isr_expands_total").increment(1);
+            }
+            Ok(Some(next.partition_epoch))
+        }
         Ok(_) | Err(CoordError::BadVersion(_)) => Ok(None),
         Err(e) => Err(e),
     }

@@ -28,6 +28,8 @@ impl ReplicaManager {
     /// `timeout` bounds the wait for the in-sync replicas under acks=all.
     pub async fn produce(&self, acks: Acks, timeout: Duration, inputs: Vec<ProduceInput>) -> Vec<ProduceResult> {
         let deadline = Instant::now() + timeout;
+        let bytes_in: usize = inputs.iter().map(|i| i.records.len()).sum();
+        metrics::counter!("strata_broker_bytes_in_total").increment(bytes_in as u64);
         let ids: Vec<(String, u32)> = inputs.iter().map(|i| (i.topic.clone(), i.partition)).collect();
         // A leader that cannot prove its ensemble session is still alive
         // may already have been replaced: it takes no writes at all, so two
@@ -70,6 +72,8 @@ impl ReplicaManager {
         for ((topic, partition), outcome) in ids.into_iter().zip(appended) {
             let outcome = match outcome {
                 Ok((a, weak)) => {
+                    metrics::counter!("strata_broker_records_in_total")
+                        .increment(a.end_offset.saturating_sub(a.info.base_offset));
                     if acks == Acks::All {
                         self.await_high_watermark(&topic, partition, &weak, &a, deadline).await.map(|()| a.info)
                     } else {

@@ -212,6 +212,19 @@ impl ReplicaManager {
         }
     }
 
+    /// Sets the gauges that mirror this broker's partitions (called just
+    /// before a metrics scrape).
+    pub fn refresh_metrics(&self) {
+        let partitions: Vec<Arc<Partition>> = self.read_partitions().values().cloned().collect();
+        let led = partitions.iter().filter(|p| p.is_leader()).count();
+        let under = partitions.iter().filter(|p| p.is_leader() && p.is_under_replicated()).count();
+        let bytes: u64 = partitions.iter().map(|p| p.log_size_bytes()).sum();
+        metrics::gauge!("strata_broker_partitions_led").set(led as f64);
+        metrics::gauge!("strata_broker_partitions_followed").set((partitions.len() - led) as f64);
+        metrics::gauge!("strata_broker_under_replicated_partitions").set(under as f64);
+        metrics::gauge!("strata_broker_log_size_bytes").set(bytes as f64);
+    }
+
     /// Under-replicated partitions this broker leads (ISR smaller than the
     /// replica set).
     pub fn under_replicated(&self) -> usize {

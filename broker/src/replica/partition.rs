@@ -521,6 +521,11 @@ impl Partition {
         Ok(())
     }
 
+    /// Bytes of the log on disk. Blocking (takes the log lock).
+    pub(crate) fn log_size_bytes(&self) -> u64 {
+        self.lock_log().size_bytes()
+    }
+
     /// The log end offset. Blocking (takes the log lock).
     pub(crate) fn log_end_offset(&self) -> u64 {
         self.lock_log().log_end_offset()

@@ -47,6 +47,9 @@ pub async fn fetch(rm: &ReplicaManager, req: pb::FetchRequest) -> Result<pb::Fet
         })
         .collect();
     let results = rm.fetch(params, partitions).await;
+    let bytes_out: usize = results.iter().filter_map(|r| r.outcome.as_ref().ok()).map(|d| d.records.len()).sum();
+    let kind = if req.replica_id >= 0 { "replica" } else { "consumer" };
+    metrics::counter!("strata_broker_bytes_out_total", "kind" => kind).increment(bytes_out as u64);
     Ok(pb::FetchResponse { partitions: results.into_iter().map(to_pb).collect() })
 }
 

@@ -95,6 +95,20 @@ pub fn metadata_response(md: &ClusterMetadata, topics: &[String]) -> pb::Metadat
     }
 }
 
+/// Records a call's latency in `strata_broker_request_seconds{call}` when
+/// dropped, so every way out of a handler is counted.
+struct CallTimer(&'static str, std::time::Instant);
+
+impl Drop for CallTimer {
+    fn drop(&mut self) {
+        metrics::histogram!("strata_broker_request_seconds", "call" => self.0).record(self.1.elapsed().as_secs_f64());
+    }
+}
+
+fn timed(call: &'static str) -> CallTimer {
+    CallTimer(call, std::time::Instant::now())
+}
+
 struct BrokerHandler(Arc<Services>);
 struct AdminHandler(Arc<Services>);
 
@@ -103,10 +117,12 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[tonic::async_trait]
 impl Broker for BrokerHandler {
     async fn produce(&self, request: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
+        let _timer = timed("produce");
         produce::produce(&self.0.replicas, request.into_inner(), self.0.max_request_bytes).await.map(Response::new)
     }
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        let _timer = timed("fetch");
         fetch::fetch(&self.0.replicas, request.into_inner()).await.map(Response::new)
     }
 
@@ -114,10 +130,12 @@ impl Broker for BrokerHandler {
         &self,
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let _timer = timed("list_offsets");
         list_offsets::list_offsets(&self.0.replicas, request.into_inner()).await.map(Response::new)
     }
 
     async fn metadata(&self, request: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
+        let _timer = timed("metadata");
         let md = self.0.metadata.borrow().clone();
         if md.revision == 0 {
             return Err(status(ErrorCode::BrokerNotAvailable, "broker is still loading cluster metadata".into()));
@@ -129,6 +147,7 @@ impl Broker for BrokerHandler {
         &self,
         request: Request<pb::OffsetForLeaderEpochRequest>,
     ) -> Result<Response<pb::OffsetForLeaderEpochResponse>, Status> {
+        let _timer = timed("offset_for_leader_epoch");
         fetch::offset_for_leader_epoch(&self.0.replicas, request.into_inner()).await.map(Response::new)
     }
 
@@ -136,6 +155,7 @@ impl Broker for BrokerHandler {
         &self,
         _request: Request<pb::InitProducerIdRequest>,
     ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        let _timer = timed("init_producer_id");
         match self.0.producer_ids.next().await {
             Ok(producer_id) => Ok(Response::new(pb::InitProducerIdResponse { producer_id, producer_epoch: 0 })),
             Err(e) => {
@@ -187,6 +207,7 @@ impl Admin for AdminHandler {
         &self,
         request: Request<pb::CreateTopicsRequest>,
     ) -> Result<Response<pb::CreateTopicsResponse>, Status> {
+        let _timer = timed("create_topics");
         Ok(Response::new(self.0.admin.create_topics(request.into_inner()).await))
     }
 
@@ -194,6 +215,7 @@ impl Admin for AdminHandler {
         &self,
         request: Request<pb::DeleteTopicsRequest>,
     ) -> Result<Response<pb::DeleteTopicsResponse>, Status> {
+        let _timer = timed("delete_topics");
         Ok(Response::new(self.0.admin.delete_topics(request.into_inner()).await))
     }
 
@@ -201,6 +223,7 @@ impl Admin for AdminHandler {
         &self,
         request: Request<pb::CreatePartitionsRequest>,
     ) -> Result<Response<pb::CreatePartitionsResponse>, Status> {
+        let _timer = timed("create_partitions");
         Ok(Response::new(self.0.admin.create_partitions(request.into_inner()).await))
     }
 
@@ -208,6 +231,7 @@ impl Admin for AdminHandler {
         &self,
         request: Request<pb::DescribeConfigsRequest>,
     ) -> Result<Response<pb::DescribeConfigsResponse>, Status> {
+        let _timer = timed("describe_configs");
         match self.0.admin.describe_configs(request.into_inner()).await {
             Ok(r) => Ok(Response::new(r)),
             Err(Some(e)) => Err(partition_error_status(e)),
@@ -219,6 +243,7 @@ impl Admin for AdminHandler {
         &self,
         request: Request<pb::AlterConfigsRequest>,
     ) -> Result<Response<pb::AlterConfigsResponse>, Status> {
+        let _timer = timed("alter_configs");
         match self.0.admin.alter_configs(request.into_inner()).await {
             None => Ok(Response::new(pb::AlterConfigsResponse {})),
             Some(e) => Err(partition_error_status(e)),
@@ -229,6 +254,7 @@ impl Admin for AdminHandler {
         &self,
         request: Request<pb::ElectLeadersRequest>,
     ) -> Result<Response<pb::ElectLeadersResponse>, Status> {
+        let _timer = timed("elect_leaders");
         self.0.admin.elect_leaders(request.into_inner()).await.map(Response::new).map_err(partition_error_status)
     }
 
@@ -236,6 +262,7 @@ impl Admin for AdminHandler {
         &self,
         _request: Request<pb::DescribeClusterRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+        let _timer = timed("describe_cluster");
         let md = self.0.metadata.borrow().clone();
         let r = metadata_response(&md, &[]);
         Ok(Response::new(pb::DescribeClusterResponse { brokers: r.brokers, controller_id: r.controller_id }))

@@ -34,8 +34,9 @@ pub enum CompressionArg {
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
     pub topic: String,
-    /// Split each line into key and value at the first occurrence of this.
-    #[arg(long)]
+    /// Split each line into key and value at the first occurrence of this
+    /// (kcat's -K).
+    #[arg(long, short = 'K')]
     pub key_separator: Option<String>,
     #[arg(long, value_enum, default_value = "all")]
     pub acks: AcksArg,

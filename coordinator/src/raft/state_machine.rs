@@ -154,6 +154,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut responses = Vec::new();
         let mut applied = self.shared.applied();
         for entry in entries {
@@ -182,6 +183,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             self.shared.set_applied(applied.clone());
         }
+        metrics::histogram!("strata_coord_apply_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("strata_coord_applied_entries_total").increment(responses.len() as u64);
         Ok(responses)
     }
 

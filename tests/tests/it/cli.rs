@@ -17,6 +17,8 @@ const QUICKSTART: &[&str] = &[
     "strata topic elect-leaders demo",
     "seq 1 10 | strata produce demo",
     "strata consume demo --from-beginning --max-messages 10",
+    "printf 'user1:hello\\nuser2:world\\n' | strata produce demo --key-separator :",
+    "strata consume demo --from-beginning --max-messages 12 -f 'partition %p offset %o: %k=%s\\n'",
 ];
 
 fn free_base_port() -> u16 {
@@ -111,6 +113,12 @@ fn readme_quickstart_runs_against_strata_dev_and_ctrl_c_leaves_no_process() -> a
         let mut values: Vec<u32> = consumed.lines().map(|l| l.trim().parse().expect("numbers")).collect();
         values.sort_unstable();
         assert_eq!(values, (1..=10).collect::<Vec<_>>());
+        run_shell(QUICKSTART[6], &env, dir.path())?;
+        let formatted = run_shell(QUICKSTART[7], &env, dir.path())?;
+        assert_eq!(formatted.lines().count(), 12, "{formatted}");
+        let keyed: Vec<&str> = formatted.lines().filter(|l| l.contains(": user")).collect();
+        assert_eq!(keyed.len(), 2, "{formatted}");
+        assert!(keyed.iter().any(|l| l.starts_with("partition ") && l.ends_with(": user1=hello")), "{formatted}");
         Ok(())
     })();
     // Ctrl-C: every member stops, none is left behind.

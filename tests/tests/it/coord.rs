@@ -424,7 +424,7 @@ async fn members_are_added_and_removed_at_run_time() -> anyhow::Result<()> {
     c.create("/after", "y", CreateOptions::persistent()).await?;
     // The new member holds both the old and the new data.
     let only4 = strata_coord_client::CoordClient::new(&[ens.client_addr(4)])?;
-    eventually("member 4 to apply /after", LONG, || {
+    let applied = eventually("member 4 to apply /after", LONG, || {
         let only4 = only4.clone();
         async move {
             only4.get_with("/before", strata_coord_client::Consistency::Serializable).await?;
@@ -432,7 +432,16 @@ async fn members_are_added_and_removed_at_run_time() -> anyhow::Result<()> {
             Ok(())
         }
     })
-    .await?;
+    .await;
+    if let Err(e) = applied {
+        // Seen once in CI (member 4 never got /after); keep the evidence.
+        for m in ens.members.values() {
+            let log = m.process.as_ref().map(|p| p.log_text()).unwrap_or_default();
+            eprintln!("----- coordinator {} -----\n{log}", m.id);
+        }
+        eprintln!("status: {:?}", c.status().await);
+        return Err(e);
+    }
     // With four voters, losing one still leaves a quorum.
     let leader = ens.leader().await?;
     let victim = *ens.members.keys().find(|id| **id != leader && **id != 4).expect("a follower");

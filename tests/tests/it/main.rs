@@ -5,4 +5,5 @@ mod broker;
 mod cli;
 mod client;
 mod coord;
+mod metrics;
 mod replication;
