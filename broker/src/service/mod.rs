@@ -275,10 +275,16 @@ pub async fn serve(services: Arc<Services>, listener: TcpListener, mut stop: wat
         .max_decoding_message_size(limit)
         .max_encoding_message_size(256 * 1024 * 1024);
     let admin = AdminServer::new(AdminHandler(services));
+    // The standard gRPC health service: SERVING once the broker has joined
+    // the cluster and serves (this runs after its first registration).
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<BrokerServer<BrokerHandler>>().await;
+    health_reporter.set_serving::<AdminServer<AdminHandler>>().await;
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .add_service(health)
         .add_service(broker)
         .add_service(admin)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

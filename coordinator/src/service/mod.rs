@@ -451,10 +451,15 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener, mut stop: watch::Re
     let limit = ctx.config.max_data_bytes * 4 + 64 * 1024;
     let service =
         CoordinatorServer::new(ClientService { ctx }).max_decoding_message_size(limit).max_encoding_message_size(limit);
+    // The standard gRPC health service, for load balancers and probes: the
+    // client port answers SERVING for as long as it serves.
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<CoordinatorServer<ClientService>>().await;
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health)
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -1,4 +1,5 @@
-//! Every server's Prometheus endpoint, scraped after real traffic.
+//! Every server's Prometheus endpoint, scraped after real traffic, and its
+//! gRPC health service.
 
 use std::time::Duration;
 
@@ -9,9 +10,12 @@ use strata_client::metadata::{MetadataClient, MetadataConfig};
 use strata_client::producer::{Producer, ProducerConfig};
 use strata_tests::Cluster;
 use strata_tests::scrape::{sample_sum, scrape};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_server_exports_its_series() -> anyhow::Result<()> {
+async fn every_server_exports_metrics_and_answers_health_checks() -> anyhow::Result<()> {
     let cluster = Cluster::start(3).await?;
     let metadata = MetadataClient::connect(&cluster.bootstrap(), MetadataConfig::default()).await?;
     AdminClient::new(metadata.clone()).create_topic(NewTopic::new("m", 1, 3)).await?;
@@ -71,5 +75,31 @@ async fn every_server_exports_its_series() -> anyhow::Result<()> {
         leaders += sample_sum(&text, "strata_coord_is_leader", &[]).unwrap_or(0.0);
     }
     assert_eq!(leaders, 1.0, "exactly one member says it leads");
+
+    let mut addrs: Vec<String> = cluster.bootstrap();
+    addrs.extend(cluster.ensemble.client_addrs());
+    for (addr, service) in addrs.iter().flat_map(|a| {
+        ["", "strata.broker.v1.Broker", "strata.coord.v1.Coordinator"].map(|s| (a.clone(), s.to_string()))
+    }) {
+        let is_broker = cluster.bootstrap().contains(&addr);
+        let expected = match service.as_str() {
+            "" => true,
+            "strata.broker.v1.Broker" => is_broker,
+            _ => !is_broker,
+        };
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+        let mut health = HealthClient::new(channel);
+        let answer = health.check(HealthCheckRequest { service: service.clone() }).await;
+        match answer {
+            Ok(r) => {
+                assert!(expected, "{addr} should not know {service:?}");
+                assert_eq!(r.into_inner().status(), ServingStatus::Serving, "{addr} {service:?}");
+            }
+            Err(status) => {
+                assert!(!expected, "{addr} {service:?}: {status}");
+                assert_eq!(status.code(), tonic::Code::NotFound);
+            }
+        }
+    }
     Ok(())
 }
