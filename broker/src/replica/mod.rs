@@ -351,20 +351,19 @@ impl ReplicaManager {
                 all_ok = false;
             }
         }
-        self.update_fetchers(md);
+        self.update_fetchers();
         self.applied.send_replace(md.revision);
         all_ok
     }
 
     /// Points each followed partition's fetching at its current leader.
-    fn update_fetchers(&self, md: &ClusterMetadata) {
+    fn update_fetchers(&self) {
         let mut by_leader: BTreeMap<BrokerId, BTreeMap<TopicPartition, i32>> = BTreeMap::new();
         for (tp, p) in self.read_partitions().iter() {
             if let Some((leader, leader_epoch)) = p.follows() {
                 by_leader.entry(leader).or_default().insert(tp.clone(), leader_epoch);
             }
         }
-        let _ = md;
         self.fetchers.assign(by_leader, self.me.clone(), &self.stop.subscribe(), &self.runtime);
     }
 
