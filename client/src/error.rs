@@ -86,6 +86,35 @@ pub enum ClientError {
     /// is safe for an idempotent producer (the broker drops the duplicate).
     #[error("not enough in-sync replicas after append: {0}")]
     NotEnoughReplicasAfterAppend(String),
+    /// The broker asked does not coordinate the group; `coordinator_id` /
+    /// `coordinator_addr` name the one it knows of.
+    #[error("not the group coordinator: {message}")]
+    NotCoordinator { coordinator_id: Option<i32>, coordinator_addr: Option<String>, message: String },
+    /// No broker can coordinate the group right now (it is moving or
+    /// loading); retriable.
+    #[error("group coordinator not available: {0}")]
+    CoordinatorNotAvailable(String),
+    /// The member's generation is not the group's current one: it missed a
+    /// rebalance (a zombie) and must rejoin.
+    #[error("illegal generation: {0}")]
+    IllegalGeneration(String),
+    /// The member is not (or no longer) in the group.
+    #[error("unknown member id: {0}")]
+    UnknownMemberId(String),
+    /// Another process joined with the same static instance id.
+    #[error("fenced instance id: {0}")]
+    FencedInstanceId(String),
+    /// The operation needs a group without live members.
+    #[error("group is not empty: {0}")]
+    NonEmptyGroup(String),
+    #[error("group not found: {0}")]
+    GroupIdNotFound(String),
+    /// A member named an assignor other than the group's.
+    #[error("inconsistent group protocol: {0}")]
+    InconsistentGroupProtocol(String),
+    /// A commit named a partition the member does not own.
+    #[error("partition not owned: {0}")]
+    PartitionNotOwned(String),
     /// The broker is up but cannot serve (say, it lost the ensemble).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -163,6 +192,17 @@ impl ClientError {
             ErrorCode::InvalidProducerEpoch => ClientError::InvalidProducerEpoch(m),
             ErrorCode::UnknownProducerId => ClientError::UnknownProducerId(m),
             ErrorCode::NotEnoughReplicasAfterAppend => ClientError::NotEnoughReplicasAfterAppend(m),
+            ErrorCode::NotCoordinator => {
+                ClientError::NotCoordinator { coordinator_id: None, coordinator_addr: None, message: m }
+            }
+            ErrorCode::CoordinatorNotAvailable => ClientError::CoordinatorNotAvailable(m),
+            ErrorCode::IllegalGeneration => ClientError::IllegalGeneration(m),
+            ErrorCode::UnknownMemberId => ClientError::UnknownMemberId(m),
+            ErrorCode::FencedInstanceId => ClientError::FencedInstanceId(m),
+            ErrorCode::NonEmptyGroup => ClientError::NonEmptyGroup(m),
+            ErrorCode::GroupIdNotFound => ClientError::GroupIdNotFound(m),
+            ErrorCode::InconsistentGroupProtocol => ClientError::InconsistentGroupProtocol(m),
+            ErrorCode::PartitionNotOwned => ClientError::PartitionNotOwned(m),
             // A broker answers with the ensemble's codes when the ensemble
             // itself is what failed it.
             ErrorCode::Unavailable | ErrorCode::NotLeader => ClientError::Unavailable(m),
@@ -193,6 +233,11 @@ impl ClientError {
                 leader_addr: (!e.leader_addr.is_empty()).then(|| e.leader_addr.clone()),
                 message,
             },
+            ClientError::NotCoordinator { message, .. } => ClientError::NotCoordinator {
+                coordinator_id: (e.leader_id >= 0).then_some(e.leader_id),
+                coordinator_addr: (!e.leader_addr.is_empty()).then(|| e.leader_addr.clone()),
+                message,
+            },
             other => other,
         })
     }
@@ -213,6 +258,11 @@ impl ClientError {
 
     fn from_detail(detail: &ErrorDetail) -> ClientError {
         match ClientError::from_code(detail.code, detail.message.clone()) {
+            ClientError::NotCoordinator { message, .. } => {
+                let coordinator_addr = (!detail.leader_addr.is_empty()).then(|| detail.leader_addr.clone());
+                let coordinator_id = coordinator_addr.as_ref().and_then(|_| i32::try_from(detail.leader_id).ok());
+                ClientError::NotCoordinator { coordinator_id, coordinator_addr, message }
+            }
             ClientError::NotLeader { message, .. } => {
                 // In an ErrorDetail, leader_id 0 means "unknown" (it is the
                 // ensemble's convention), so trust the id only with an
@@ -273,6 +323,15 @@ impl ClientError {
             ClientError::InvalidProducerEpoch(_) => ErrorCode::InvalidProducerEpoch,
             ClientError::UnknownProducerId(_) => ErrorCode::UnknownProducerId,
             ClientError::NotEnoughReplicasAfterAppend(_) => ErrorCode::NotEnoughReplicasAfterAppend,
+            ClientError::NotCoordinator { .. } => ErrorCode::NotCoordinator,
+            ClientError::CoordinatorNotAvailable(_) => ErrorCode::CoordinatorNotAvailable,
+            ClientError::IllegalGeneration(_) => ErrorCode::IllegalGeneration,
+            ClientError::UnknownMemberId(_) => ErrorCode::UnknownMemberId,
+            ClientError::FencedInstanceId(_) => ErrorCode::FencedInstanceId,
+            ClientError::NonEmptyGroup(_) => ErrorCode::NonEmptyGroup,
+            ClientError::GroupIdNotFound(_) => ErrorCode::GroupIdNotFound,
+            ClientError::InconsistentGroupProtocol(_) => ErrorCode::InconsistentGroupProtocol,
+            ClientError::PartitionNotOwned(_) => ErrorCode::PartitionNotOwned,
             ClientError::Unavailable(_) => ErrorCode::Unavailable,
             ClientError::Other { code, .. } => return ErrorCode::try_from(*code).ok(),
             ClientError::Unreachable(_) | ClientError::NoOffset { .. } | ClientError::InvalidArgument(_) => {
@@ -300,6 +359,8 @@ impl ClientError {
                 | ClientError::UnknownLeaderEpoch(_)
                 | ClientError::Unavailable(_)
                 | ClientError::Unreachable(_)
+                | ClientError::NotCoordinator { .. }
+                | ClientError::CoordinatorNotAvailable(_)
         )
     }
 

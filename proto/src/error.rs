@@ -37,7 +37,15 @@ pub fn status_from_detail(detail: ErrorDetail) -> tonic::Status {
         | ErrorCode::InvalidPartitions
         | ErrorCode::InvalidReplicationFactor
         | ErrorCode::InvalidConfig
-        | ErrorCode::InvalidTopic => tonic::Code::InvalidArgument,
+        | ErrorCode::InvalidTopic
+        | ErrorCode::InconsistentGroupProtocol => tonic::Code::InvalidArgument,
+        ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable => tonic::Code::Unavailable,
+        ErrorCode::IllegalGeneration
+        | ErrorCode::UnknownMemberId
+        | ErrorCode::FencedInstanceId
+        | ErrorCode::NonEmptyGroup
+        | ErrorCode::PartitionNotOwned => tonic::Code::FailedPrecondition,
+        ErrorCode::GroupIdNotFound => tonic::Code::NotFound,
     };
     let message = detail.message.clone();
     tonic::Status::with_details(grpc_code, message, detail.encode_to_vec().into())

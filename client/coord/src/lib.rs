@@ -558,6 +558,18 @@ impl Txn {
         });
         self
     }
+    /// Creates the node (persistent) or replaces its data.
+    pub fn upsert(mut self, path: &str, data: impl Into<Bytes>) -> Self {
+        self.ops.push(pb::Op {
+            op: Some(pb::op::Op::Set(pb::SetRequest {
+                path: path.into(),
+                data: data.into(),
+                upsert: true,
+                ..Default::default()
+            })),
+        });
+        self
+    }
     pub fn delete(mut self, path: &str, expected_version: Option<u64>) -> Self {
         self.ops.push(pb::Op {
             op: Some(pb::op::Op::Delete(pb::DeleteRequest {
