@@ -18,6 +18,10 @@ pub struct Flags {
     /// Address clients are told to use; defaults to the bound --listen address.
     #[arg(long, env = "STRATA_BROKER_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Address other brokers use to reach this one (follower fetches);
+    /// defaults to --advertise.
+    #[arg(long, env = "STRATA_BROKER_ADVERTISE_INTERNAL")]
+    pub advertise_internal: Option<String>,
     /// Coordinator ensemble client addresses, comma separated.
     #[arg(long, env = "STRATA_COORDINATORS")]
     pub coordinators: Option<String>,
@@ -43,6 +47,7 @@ struct FileConfig {
     id: Option<i32>,
     listen: Option<String>,
     advertise: Option<String>,
+    advertise_internal: Option<String>,
     coordinators: Option<String>,
     data_dir: Option<PathBuf>,
     rack: Option<String>,
@@ -54,6 +59,9 @@ struct FileConfig {
     leader_imbalance_check_interval_ms: Option<u64>,
     controlled_shutdown_timeout_ms: Option<u64>,
     metrics_listen: Option<String>,
+    group_min_session_timeout_ms: Option<u32>,
+    group_max_session_timeout_ms: Option<u32>,
+    group_rebalance_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +69,8 @@ pub struct Config {
     pub id: i32,
     pub listen: String,
     pub advertise: Option<String>,
+    /// Inter-broker address; None means the advertised one.
+    pub advertise_internal: Option<String>,
     pub coordinators: Vec<String>,
     pub data_dir: PathBuf,
     pub rack: String,
@@ -77,6 +87,12 @@ pub struct Config {
     pub leader_imbalance_check_interval_ms: u64,
     /// How long SIGTERM waits for leaderships to move away before stopping.
     pub controlled_shutdown_timeout_ms: u64,
+    /// Bounds of the session timeout a group member may ask for.
+    pub group_min_session_timeout_ms: u32,
+    pub group_max_session_timeout_ms: u32,
+    /// How long a group coordinator gathers rebalance triggers (joins,
+    /// leaves...) before computing one assignment for all of them.
+    pub group_rebalance_delay_ms: u64,
 }
 
 impl Config {
@@ -104,10 +120,18 @@ impl Config {
         if coordinators.is_empty() {
             bail!("--coordinators lists no address");
         }
+        let group_min_session = file.group_min_session_timeout_ms.unwrap_or(1_000);
+        let group_max_session = file.group_max_session_timeout_ms.unwrap_or(300_000);
+        if group_min_session > group_max_session {
+            bail!(
+                "group_min_session_timeout_ms ({group_min_session}) is above group_max_session_timeout_ms ({group_max_session})"
+            );
+        }
         Ok(Config {
             id,
             listen: flags.listen.or(file.listen).context("--listen is required")?,
             advertise: flags.advertise.or(file.advertise),
+            advertise_internal: flags.advertise_internal.or(file.advertise_internal),
             coordinators,
             data_dir: flags.data_dir.or(file.data_dir).context("--data-dir is required")?,
             rack: flags.rack.or(file.rack).unwrap_or_default(),
@@ -120,6 +144,9 @@ impl Config {
             replica_fetch_wait_max_ms: file.replica_fetch_wait_max_ms.unwrap_or(500).max(1),
             leader_imbalance_check_interval_ms: file.leader_imbalance_check_interval_ms.unwrap_or(10_000).max(100),
             controlled_shutdown_timeout_ms: file.controlled_shutdown_timeout_ms.unwrap_or(30_000),
+            group_min_session_timeout_ms: group_min_session,
+            group_max_session_timeout_ms: group_max_session,
+            group_rebalance_delay_ms: file.group_rebalance_delay_ms.unwrap_or(100),
         })
     }
 }

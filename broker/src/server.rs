@@ -12,8 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::group::{GroupConfig, GroupCoordinator};
 use crate::log::{LogConfig, LogManager, SystemClock};
-use crate::metadata::model::{BrokerRegistration, ClusterMetadata};
+use crate::metadata::model::{BrokerRegistration, ClusterMetadata, RegistrationRecord};
 use crate::metadata::producer_ids::ProducerIds;
 use crate::metadata::{cache, controller, isr, registration};
 use crate::replica::{ReplicaConfig, ReplicaManager};
@@ -113,8 +114,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let isr_requests = replicas.take_isr_requests().context("ISR requests already taken")?;
     let isr_writer = tokio::spawn(isr::run(coord.clone(), config.id, replicas.clone(), isr_requests));
 
-    let registration =
-        BrokerRegistration { addr: advertise.clone(), rack: config.rack.clone(), incarnation: rand::random() };
+    let registration = RegistrationRecord {
+        registration: BrokerRegistration {
+            addr: advertise.clone(),
+            rack: config.rack.clone(),
+            incarnation: rand::random(),
+        },
+        internal_addr: config.advertise_internal.clone(),
+    };
     // The first registration decides whether this process may run at all:
     // an id held by another live broker stops start-up here.
     let ttl = Duration::from_millis(config.session_timeout_ms);
@@ -133,18 +140,30 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     // followers still fetch from this broker until leadership has moved.
     let (server_stop_tx, server_stop_rx) = watch::channel(false);
 
+    let group_config = GroupConfig {
+        min_session_timeout: Duration::from_millis(u64::from(config.group_min_session_timeout_ms)),
+        max_session_timeout: Duration::from_millis(u64::from(config.group_max_session_timeout_ms)),
+        rebalance_delay: Duration::from_millis(config.group_rebalance_delay_ms),
+        ..GroupConfig::default()
+    };
+    let groups = GroupCoordinator::new(config.id, coord.clone(), metadata.clone(), group_config);
     let services = Arc::new(Services {
         replicas: replicas.clone(),
         metadata: metadata.clone(),
         admin: AdminService { coord: coord.clone(), metadata: metadata.clone() },
         producer_ids: ProducerIds::new(coord.clone()),
+        groups: groups.clone(),
         max_request_bytes: config.max_request_bytes,
     });
     let server = tokio::spawn(crate::service::serve(services, listener, server_stop_rx.clone()));
     let metrics_bound = match &config.metrics_listen {
         Some(addr) => {
             let replicas = replicas.clone();
-            let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || replicas.refresh_metrics());
+            let groups = groups.clone();
+            let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+                replicas.refresh_metrics();
+                groups.refresh_metrics();
+            });
             Some(strata_proto::metrics_http::start(addr, refresh, server_stop_rx.clone()).await?)
         }
         None => None,
@@ -160,7 +179,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         std::fs::write(&tmp, json.to_string())?;
         std::fs::rename(&tmp, path)?;
     }
-    tracing::info!(id = config.id, addr = %bound, advertise = %advertise, "broker serving");
+    let internal = config.advertise_internal.as_deref().unwrap_or(&advertise);
+    tracing::info!(id = config.id, addr = %bound, advertise = %advertise, internal = %internal, "broker serving");
 
     let mut shutdown = shutdown;
     let _ = shutdown.wait_for(|s| *s).await;
@@ -168,6 +188,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let _ = stop_tx.send(true);
     let drain = Duration::from_millis(config.controlled_shutdown_timeout_ms);
     let _ = tokio::time::timeout(drain + Duration::from_secs(10), membership).await;
+    // Groups moved when this broker was marked draining; whatever is left
+    // (a drain that could not start) is handed over now, while the server
+    // still runs to tell members where to go.
+    groups.shutdown().await;
     let _ = server_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     replicas.shutdown().await;
@@ -181,7 +205,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
 async fn membership_loop(
     coord: CoordClient,
     config: Config,
-    registration: BrokerRegistration,
+    registration: RegistrationRecord,
     mut first: Option<strata_coord_client::Session>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
     replicas: Arc<ReplicaManager>,

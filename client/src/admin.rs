@@ -1,9 +1,12 @@
 //! Administration of topics and a look at the cluster, over the `Admin`
-//! service (and `Metadata` for listing and describing topics).
+//! service (and `Metadata` for listing and describing topics), and of
+//! consumer groups over the `Groups` service.
 //!
 //! Calls go to the controller when the metadata names one (it does the
 //! work), else to any broker; a broker that cannot be reached is skipped
 //! for the next one, and a broker that names another leader is followed.
+//! Group calls that change a group (altering offsets, deleting) go to the
+//! group's coordinator, following `NOT_COORDINATOR` answers.
 //! A call retried after a lost connection may have taken effect the first
 //! time: creating a topic can then report `TopicAlreadyExists`.
 
@@ -13,14 +16,17 @@ use std::time::Duration;
 
 use strata_proto::broker::admin_client::AdminClient as AdminRpcClient;
 use strata_proto::broker::{
-    AlterConfigsRequest, CreatePartitionsRequest, CreateTopic, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, TopicResult,
+    AlterConfigsRequest, AlterOffsetsRequest, AlterOffsetsResponse, CommittedOffset, CreatePartitionsRequest,
+    CreateTopic, CreateTopicsRequest, DeleteGroupRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, DescribeGroupRequest, GroupMemberDescription, ListGroupsRequest, OffsetCommit, TopicResult,
 };
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tracing::debug;
 
+use crate::consumer::TopicPartition;
 use crate::error::ClientError;
+use crate::group::rpc;
 use crate::metadata::{BrokerId, BrokerMetadata, ClusterMetadata, MetadataClient, MetadataConfig, TopicMetadata};
 
 /// A topic to create.
@@ -57,6 +63,91 @@ pub struct TopicOutcome {
 pub struct ClusterDescription {
     pub brokers: Vec<BrokerMetadata>,
     pub controller_id: Option<BrokerId>,
+}
+
+/// A consumer group as [`AdminClient::list_groups`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group: String,
+    /// "Empty", "Stable", "Rebalancing" or "Dead".
+    pub state: String,
+    pub coordinator_id: Option<BrokerId>,
+    pub members: u32,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub member_id: String,
+    /// Set for static members.
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    /// Subscribed topics.
+    pub topics: Vec<String>,
+    /// Owned now (consuming), sorted.
+    pub assigned: Vec<TopicPartition>,
+    /// Being given up: revoked, not yet confirmed. Sorted.
+    pub revoking: Vec<TopicPartition>,
+}
+
+/// A group's committed offset for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffset {
+    pub partition: TopicPartition,
+    /// The next offset to consume; `None` when nothing is committed.
+    pub offset: Option<i64>,
+    pub metadata: String,
+    /// The generation of the member that committed it.
+    pub generation: i32,
+}
+
+/// What [`AdminClient::describe_group`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group: String,
+    pub state: String,
+    pub coordinator_id: Option<BrokerId>,
+    pub generation: i32,
+    pub assignor: String,
+    /// Sorted by member id.
+    pub members: Vec<GroupMember>,
+    /// Sorted by partition.
+    pub offsets: Vec<GroupOffset>,
+}
+
+impl GroupDescription {
+    /// The member that owns `tp` now, if any.
+    pub fn owner(&self, tp: &TopicPartition) -> Option<&GroupMember> {
+        self.members.iter().find(|m| m.assigned.contains(tp))
+    }
+}
+
+fn group_offset(c: CommittedOffset) -> GroupOffset {
+    GroupOffset {
+        offset: (c.offset >= 0).then_some(c.offset),
+        partition: TopicPartition::new(c.topic, c.partition),
+        metadata: c.metadata,
+        generation: c.generation,
+    }
+}
+
+fn sorted_partitions(list: &[strata_proto::broker::TopicPartitions]) -> Vec<TopicPartition> {
+    let mut out: Vec<TopicPartition> =
+        list.iter().flat_map(|t| t.partitions.iter().map(|p| TopicPartition::new(t.topic.clone(), *p))).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn group_member(m: GroupMemberDescription) -> GroupMember {
+    GroupMember {
+        assigned: sorted_partitions(&m.assigned),
+        revoking: sorted_partitions(&m.revoking),
+        member_id: m.member_id,
+        instance_id: (!m.instance_id.is_empty()).then_some(m.instance_id),
+        client_id: m.client_id,
+        topics: m.topics,
+    }
 }
 
 /// Pause between rounds over every broker when all failed retriably.
@@ -103,9 +194,23 @@ impl AdminClient {
 
     /// Runs `call` against brokers in turn until one gives an answer that is
     /// not a retriable failure, for at most the client's timeout.
-    async fn call<R, F, Fut>(&self, what: &str, mut call: F) -> Result<R, ClientError>
+    async fn call<R, F, Fut>(&self, what: &str, call: F) -> Result<R, ClientError>
     where
         F: FnMut(AdminRpcClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        self.call_on(what, MetadataClient::admin_client, call).await
+    }
+
+    /// [`call`](Self::call) on another service: `client` makes its stub.
+    async fn call_on<C, R, F, Fut>(
+        &self,
+        what: &str,
+        client: fn(&MetadataClient, &str) -> Result<C, ClientError>,
+        mut call: F,
+    ) -> Result<R, ClientError>
+    where
+        F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         let deadline = Instant::now() + self.timeout;
@@ -120,7 +225,7 @@ impl AdminClient {
                 if remaining.is_zero() {
                     break;
                 }
-                let client = self.metadata.admin_client(&addr)?;
+                let client = client(&self.metadata, &addr)?;
                 let error = match tokio::time::timeout(remaining, call(client)).await {
                     Ok(Ok(response)) => return Ok(response.into_inner()),
                     Ok(Err(status)) => ClientError::from_status(&status, &addr),
@@ -325,6 +430,124 @@ impl AdminClient {
                 })
             })
             .collect())
+    }
+
+    /// Every consumer group the cluster knows, sorted by name.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
+        let response = self
+            .call_on("list groups", MetadataClient::groups_client, |mut c| async move {
+                c.list_groups(ListGroupsRequest {}).await
+            })
+            .await?;
+        let mut groups: Vec<GroupListing> = response
+            .groups
+            .into_iter()
+            .map(|g| GroupListing {
+                group: g.group,
+                state: g.state,
+                coordinator_id: (g.coordinator_id >= 0).then_some(g.coordinator_id),
+                members: g.members,
+            })
+            .collect();
+        groups.sort_by(|a, b| a.group.cmp(&b.group));
+        Ok(groups)
+    }
+
+    /// A group's state, members with their partitions, and committed
+    /// offsets. `GroupIdNotFound` when the group has neither members nor
+    /// offsets.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, ClientError> {
+        let request = DescribeGroupRequest { group: group.to_string() };
+        let response = self
+            .call_on("describe group", MetadataClient::groups_client, |mut c| {
+                let request = request.clone();
+                async move { c.describe_group(request).await }
+            })
+            .await?;
+        if let Some(error) = ClientError::from_partition_error(response.error.as_ref()) {
+            return Err(error);
+        }
+        let mut members: Vec<GroupMember> = response.members.into_iter().map(group_member).collect();
+        members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+        let mut offsets: Vec<GroupOffset> = response.offsets.into_iter().map(group_offset).collect();
+        offsets.sort_by(|a, b| a.partition.cmp(&b.partition));
+        Ok(GroupDescription {
+            group: if response.group.is_empty() { group.to_string() } else { response.group },
+            state: response.state,
+            coordinator_id: (response.coordinator_id >= 0).then_some(response.coordinator_id),
+            generation: response.generation,
+            assignor: response.assignor,
+            members,
+            offsets,
+        })
+    }
+
+    /// The group's committed offsets for `partitions` (`None`: nothing
+    /// committed), or for every partition it committed when `partitions`
+    /// is empty.
+    pub async fn fetch_committed_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, ClientError> {
+        let answer = rpc::fetch_offsets(&self.metadata, None, group, partitions, self.timeout).await?;
+        let all = rpc::committed_by_partition(partitions, &answer);
+        if partitions.is_empty() {
+            return Ok(all);
+        }
+        Ok(all.into_iter().filter(|(tp, _)| partitions.contains(tp)).collect())
+    }
+
+    /// Sets the committed offsets of a group without live members (what
+    /// `strata group reset-offsets --execute` does); `NonEmptyGroup` while
+    /// it has some. Each offset is the next one to consume.
+    pub async fn alter_group_offsets(&self, group: &str, offsets: &[(TopicPartition, i64)]) -> Result<(), ClientError> {
+        if let Some((tp, offset)) = offsets.iter().find(|(_, o)| *o < 0) {
+            return Err(ClientError::InvalidArgument(format!("cannot set {tp} to negative offset {offset}")));
+        }
+        let request = AlterOffsetsRequest {
+            group: group.to_string(),
+            offsets: offsets
+                .iter()
+                .map(|(tp, offset)| OffsetCommit {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset: *offset,
+                    metadata: String::new(),
+                })
+                .collect(),
+        };
+        fn refused(answer: &AlterOffsetsResponse) -> Option<ClientError> {
+            answer.partitions.iter().find_map(|p| ClientError::from_partition_error(p.error.as_ref()))
+        }
+        let response =
+            rpc::call_coordinator(&self.metadata, group, "alter group offsets", self.timeout, refused, |mut c| {
+                let request = request.clone();
+                async move { c.alter_offsets(request).await }
+            })
+            .await?;
+        match refused(&response) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes a group without live members, with its committed offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        let request = DeleteGroupRequest { group: group.to_string() };
+        rpc::call_coordinator(
+            &self.metadata,
+            group,
+            "delete group",
+            self.timeout,
+            |_| None,
+            |mut c| {
+                let request = request.clone();
+                async move { c.delete_group(request).await }
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     /// Matches per-topic results to the names asked about, in that order;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use rand::Rng;
 use strata_proto::broker::admin_client::AdminClient as AdminRpcClient;
 use strata_proto::broker::broker_client::BrokerClient;
+use strata_proto::broker::groups_client::GroupsClient;
 use strata_proto::broker::{MetadataRequest, MetadataResponse};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -541,6 +542,12 @@ impl MetadataClient {
         Ok(AdminRpcClient::new(self.shared.channel(addr)?)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max))
+    }
+
+    /// A `Groups` service client on the cached channel to `addr`.
+    pub fn groups_client(&self, addr: &str) -> Result<GroupsClient<Channel>, ClientError> {
+        let max = self.shared.config.max_message_size;
+        Ok(GroupsClient::new(self.shared.channel(addr)?).max_decoding_message_size(max).max_encoding_message_size(max))
     }
 
     /// Addresses to try for a call any broker can answer: the controller

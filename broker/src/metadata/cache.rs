@@ -18,7 +18,7 @@ use strata_coord_client::{CoordClient, CoordError, EventType};
 use tokio::sync::{mpsc, watch};
 
 use super::model::{
-    BrokerId, BrokerRegistration, ClusterMetadata, ControllerRecord, PartitionInfo, PartitionState, TopicInfo,
+    BrokerId, ClusterMetadata, ControllerRecord, PartitionInfo, PartitionState, RegistrationRecord, TopicInfo,
     TopicRecord, paths,
 };
 
@@ -65,10 +65,13 @@ impl Mirror {
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             match parts.as_slice() {
                 ["brokers", "ids", id] => {
-                    if let (Ok(id), Ok(reg)) =
-                        (id.parse::<BrokerId>(), serde_json::from_slice::<BrokerRegistration>(&node.data))
+                    if let (Ok(id), Ok(record)) =
+                        (id.parse::<BrokerId>(), serde_json::from_slice::<RegistrationRecord>(&node.data))
                     {
-                        md.brokers.insert(id, reg);
+                        md.brokers.insert(id, record.registration);
+                        if let Some(internal) = record.internal_addr {
+                            md.internal_addrs.insert(id, internal);
+                        }
                     }
                 }
                 ["brokers", "draining", id] => {
@@ -122,7 +125,8 @@ const WATCHED: [(&str, bool); 5] = [
 
 /// Creates the persistent parents the broker namespace hangs from.
 pub async fn ensure_namespace(coord: &CoordClient) -> Result<(), CoordError> {
-    for path in ["/brokers", paths::BROKER_IDS, paths::BROKERS_DRAINING, paths::TOPICS, "/admin"] {
+    let groups = crate::group::store::paths::GROUPS;
+    for path in ["/brokers", paths::BROKER_IDS, paths::BROKERS_DRAINING, paths::TOPICS, "/admin", groups] {
         match coord.create(path, Bytes::new(), Default::default()).await {
             Ok(_) | Err(CoordError::NodeExists(_)) => {}
             Err(e) => return Err(e),
@@ -265,6 +269,7 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metadata::model::BrokerRegistration;
 
     fn json<T: serde::Serialize>(v: &T) -> Bytes {
         Bytes::from(serde_json::to_vec(v).unwrap_or_default())
@@ -282,6 +287,23 @@ mod tests {
         assert!(m.build().brokers.is_empty(), "a deleted node stays deleted against older events");
         m.put("/brokers/ids/1", json(&reg("again")), 13);
         assert_eq!(m.build().brokers[&1].addr, "again");
+    }
+
+    #[test]
+    fn internal_addresses_are_optional_in_registrations() {
+        let mut m = Mirror::default();
+        // Written by a broker that predates `internal_addr`.
+        m.put("/brokers/ids/1", Bytes::from_static(br#"{"addr":"h:19092","rack":"","incarnation":1}"#), 1);
+        let registration = BrokerRegistration { addr: "h:19093".into(), rack: String::new(), incarnation: 2 };
+        let record = RegistrationRecord { registration, internal_addr: Some("broker-2:9092".into()) };
+        m.put("/brokers/ids/2", json(&record), 2);
+        let md = m.build();
+        assert_eq!((md.brokers[&1].addr.as_str(), md.internal_addr(1)), ("h:19092", Some("h:19092")));
+        assert_eq!((md.brokers[&2].addr.as_str(), md.internal_addr(2)), ("h:19093", Some("broker-2:9092")));
+        assert_eq!(md.internal_addr(3), None);
+        // Brokers that do not know the field still read the registration.
+        let old: BrokerRegistration = serde_json::from_slice(&json(&record)).expect("parses");
+        assert_eq!(old.addr, "h:19093");
     }
 
     #[test]

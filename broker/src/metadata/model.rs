@@ -19,6 +19,20 @@ pub struct BrokerRegistration {
     pub incarnation: u64,
 }
 
+/// What `/brokers/ids/{id}` holds: the registration plus, when the broker
+/// was given one, the address other brokers use (`--advertise-internal`),
+/// distinct from the `addr` clients are told. Registrations written before
+/// the field existed parse (then brokers use `addr`), and brokers that do
+/// not know the field ignore it. Kept beside `BrokerRegistration` rather
+/// than in it so the many places that build a registration stay unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationRecord {
+    #[serde(flatten)]
+    pub registration: BrokerRegistration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_addr: Option<String>,
+}
+
 /// `/controller` (ephemeral).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControllerRecord {
@@ -70,6 +84,8 @@ pub struct TopicInfo {
 pub struct ClusterMetadata {
     pub revision: u64,
     pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
+    /// Inter-broker addresses of the live brokers that registered one.
+    pub internal_addrs: BTreeMap<BrokerId, String>,
     pub controller: Option<ControllerRecord>,
     /// Brokers in controlled shutdown.
     pub draining: std::collections::BTreeSet<BrokerId>,
@@ -87,6 +103,13 @@ impl ClusterMetadata {
     pub fn leader_of(&self, topic: &str, partition: u32) -> Option<(BrokerId, Option<&str>)> {
         let state = self.partition(topic, partition)?.state.as_ref()?;
         (state.leader >= 0).then(|| (state.leader, self.brokers.get(&state.leader).map(|b| b.addr.as_str())))
+    }
+
+    /// The address another broker uses to reach `id`: its internal address,
+    /// or the advertised one when it registered none.
+    pub fn internal_addr(&self, id: BrokerId) -> Option<&str> {
+        let advertised = || self.brokers.get(&id).map(|b| b.addr.as_str());
+        self.internal_addrs.get(&id).map(String::as_str).or_else(advertised)
     }
 }
 

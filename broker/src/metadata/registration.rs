@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use strata_coord_client::{CoordClient, CoordError, CreateOptions, Session};
 
-use super::model::{BrokerId, BrokerRegistration, paths};
+use super::model::{BrokerId, BrokerRegistration, RegistrationRecord, paths};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {
@@ -23,7 +23,7 @@ pub enum RegistrationError {
 pub async fn register(
     coord: &CoordClient,
     id: BrokerId,
-    registration: &BrokerRegistration,
+    registration: &RegistrationRecord,
     session_ttl: Duration,
     wait_for_previous: Duration,
 ) -> Result<Session, RegistrationError> {

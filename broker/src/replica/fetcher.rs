@@ -166,7 +166,7 @@ async fn run(
         let wait = strong.config.replica_fetch_wait_max;
         let partition_max = strong.config.default_partition_fetch_bytes;
         let max_bytes = strong.config.replica_fetch_max_bytes;
-        let addr = strong.metadata.borrow().brokers.get(&leader).map(|b| b.addr.clone());
+        let addr = strong.metadata.borrow().internal_addr(leader).map(str::to_string);
         let partitions: HashMap<TopicPartition, Arc<Partition>> =
             states.keys().filter_map(|tp| strong.partition(tp).map(|p| (tp.clone(), p))).collect();
         drop(strong);

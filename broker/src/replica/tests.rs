@@ -54,6 +54,7 @@ fn metadata(revision: u64, topics: Vec<(&str, TopicInfo)>) -> Arc<ClusterMetadat
     Arc::new(ClusterMetadata {
         revision,
         brokers,
+        internal_addrs: Default::default(),
         controller: None,
         draining: Default::default(),
         elect_preferred: None,

@@ -1,10 +1,11 @@
 //! Thin gRPC handlers: the Broker service (produce, fetch, offsets,
-//! metadata) and the Admin service.
+//! metadata), the Admin service and the Groups service.
 //!
 //! Invariant: only this module sees protobuf types.
 
 pub mod admin;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod produce;
 
@@ -15,6 +16,7 @@ use futures::Stream;
 use strata_proto::broker as pb;
 use strata_proto::broker::admin_server::{Admin, AdminServer};
 use strata_proto::broker::broker_server::{Broker, BrokerServer};
+use strata_proto::broker::groups_server::GroupsServer;
 use strata_proto::common::{ErrorCode, ErrorDetail};
 use strata_proto::error::status_from_detail;
 use tokio::net::TcpListener;
@@ -22,6 +24,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
+use crate::group::GroupCoordinator;
 use crate::metadata::model::ClusterMetadata;
 use crate::metadata::producer_ids::ProducerIds;
 use crate::replica::ReplicaManager;
@@ -32,6 +35,7 @@ pub struct Services {
     pub metadata: watch::Receiver<Arc<ClusterMetadata>>,
     pub admin: AdminService,
     pub producer_ids: Arc<ProducerIds>,
+    pub groups: Arc<GroupCoordinator>,
     pub max_request_bytes: usize,
 }
 
@@ -274,12 +278,14 @@ pub async fn serve(services: Arc<Services>, listener: TcpListener, mut stop: wat
     let broker = BrokerServer::new(BrokerHandler(services.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(256 * 1024 * 1024);
+    let groups = GroupsServer::new(groups::GroupsHandler(services.groups.clone()));
     let admin = AdminServer::new(AdminHandler(services));
     // The standard gRPC health service: SERVING once the broker has joined
     // the cluster and serves (this runs after its first registration).
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<BrokerServer<BrokerHandler>>().await;
     health_reporter.set_serving::<AdminServer<AdminHandler>>().await;
+    health_reporter.set_serving::<GroupsServer<groups::GroupsHandler>>().await;
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
@@ -287,6 +293,7 @@ pub async fn serve(services: Arc<Services>, listener: TcpListener, mut stop: wat
         .add_service(health)
         .add_service(broker)
         .add_service(admin)
+        .add_service(groups)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = stop.wait_for(|s| *s).await;
         })

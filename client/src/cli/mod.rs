@@ -4,6 +4,8 @@
 pub mod consume;
 pub mod coord;
 pub mod dev;
+pub mod group;
+pub mod health;
 pub mod produce;
 pub mod topic;
 
@@ -90,6 +92,13 @@ pub enum Command {
         #[command(flatten)]
         consume: consume::ConsumeArgs,
     },
+    /// List, describe, reset the offsets of, and delete consumer groups.
+    Group {
+        #[command(flatten)]
+        args: BrokerArgs,
+        #[command(subcommand)]
+        command: group::GroupCommand,
+    },
     /// Load tests with progress and latency percentiles.
     Perf {
         #[command(subcommand)]
@@ -97,6 +106,8 @@ pub enum Command {
     },
     /// Run a local cluster (3 coordinators, 3 brokers) until Ctrl-C.
     Dev(dev::DevArgs),
+    /// Ask a server's gRPC health service; exit 0 when SERVING, 1 otherwise.
+    Health(health::HealthArgs),
     /// Runs a coordinator member in this process (what `strata dev` starts).
     #[command(hide = true)]
     InternalCoordinator(strata_coordinator::config::Flags),
@@ -113,8 +124,10 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Topic { args, command } => topic::run(&args, command).await,
         Command::Produce { args, produce } => produce::run(&args, produce).await,
         Command::Consume { args, consume } => consume::run(&args, consume).await,
+        Command::Group { args, command } => group::run(&args, command).await,
         Command::Perf { command } => crate::perf::run(command).await,
         Command::Dev(args) => dev::run(args).await,
+        Command::Health(args) => health::run(args).await,
         Command::InternalCoordinator(flags) => run_coordinator(flags).await,
         Command::InternalBroker(flags) => run_broker(flags).await,
     };

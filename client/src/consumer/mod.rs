@@ -12,8 +12,8 @@
 //! `NOT_LEADER_FOR_PARTITION` a partition waits for the metadata to change
 //! (or a backoff to pass) and then fetches from whoever leads it now.
 //!
-//! Consumer groups (subscription, commits) are not here yet; see
-//! `DESIGN.md`.
+//! Consumer groups (subscription, rebalancing, commits) wrap this consumer:
+//! see [`crate::group`].
 
 mod decode;
 
@@ -387,6 +387,14 @@ impl Consumer {
         let state = self.state_mut(&tp)?;
         // A background reset may have landed meanwhile; keep the first.
         Ok(*state.position.get_or_insert(offset))
+    }
+
+    /// The position of every assigned partition that has one: the offset of
+    /// the next record `poll` would return, so everything before it has
+    /// been returned. Partitions still waiting for an offset lookup are
+    /// left out. No request is made.
+    pub fn positions(&self) -> BTreeMap<TopicPartition, i64> {
+        self.partitions.iter().filter_map(|(tp, s)| s.position.map(|p| (tp.clone(), p))).collect()
     }
 
     /// The high watermark the last fetch of `tp` reported: the offset after

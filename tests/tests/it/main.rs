@@ -4,6 +4,9 @@
 mod broker;
 mod cli;
 mod client;
+mod compose;
 mod coord;
+mod group_protocol;
+mod groups;
 mod metrics;
 mod replication;
