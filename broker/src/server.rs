@@ -162,7 +162,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             let groups = groups.clone();
             let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
                 replicas.refresh_metrics();
-                groups.refresh_metrics();
+                groups.refresh_metrics(&|topic, partition| replicas.local_high_watermark(topic, partition));
             });
             Some(strata_proto::metrics_http::start(addr, refresh, server_stop_rx.clone()).await?)
         }

@@ -77,6 +77,9 @@ pub struct Context {
     pub store: Store,
     pub metadata: watch::Receiver<Arc<ClusterMetadata>>,
     pub config: GroupConfig,
+    /// Offsets committed through this broker, per group it coordinates:
+    /// what the lag gauges are computed from at scrape time.
+    pub committed: std::sync::Mutex<HashMap<String, BTreeMap<Tp, i64>>>,
 }
 
 /// Why the actor stops coordinating.
@@ -340,6 +343,11 @@ impl Actor {
                 }
             } else {
                 metrics::counter!("strata_group_offset_commits_total").increment(valid.len() as u64);
+                let mut committed = self.ctx.committed.lock().unwrap_or_else(|e| e.into_inner());
+                let group = committed.entry(self.name.clone()).or_default();
+                for (tp, record) in &valid {
+                    group.insert(tp.clone(), record.offset);
+                }
                 metrics::histogram!("strata_group_commit_seconds").record(started.elapsed().as_secs_f64());
             }
         }
@@ -457,6 +465,15 @@ impl Actor {
             }
         }
         let label = self.name.clone();
+        if let Some(gone) = self.ctx.committed.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.name) {
+            // The metrics crate cannot drop a series: zero it, as the
+            // member gauges are.
+            for (topic, partition) in gone.into_keys() {
+                metrics::gauge!("strata_group_lag", "group" => label.clone(), "topic" => topic,
+                    "partition" => partition.to_string())
+                .set(0.0);
+            }
+        }
         metrics::gauge!("strata_group_members", "group" => label.clone()).set(0.0);
         metrics::gauge!("strata_group_generation", "group" => label).set(0.0);
     }

@@ -155,7 +155,13 @@ impl GroupCoordinator {
         config: GroupConfig,
     ) -> Arc<GroupCoordinator> {
         Arc::new(GroupCoordinator {
-            ctx: Arc::new(Context { id, store: Store::new(coord), metadata, config }),
+            ctx: Arc::new(Context {
+                id,
+                store: Store::new(coord),
+                metadata,
+                config,
+                committed: Mutex::new(HashMap::new()),
+            }),
             actors: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
@@ -334,11 +340,24 @@ impl GroupCoordinator {
         })
     }
 
-    /// `strata_broker_groups`: groups coordinated here.
-    pub fn refresh_metrics(&self) {
+    /// `strata_broker_groups` (groups coordinated here) and
+    /// `strata_group_lag` per partition those groups committed through this
+    /// broker: the partition's high watermark, where this broker hosts a
+    /// replica, minus the committed offset.
+    pub fn refresh_metrics(&self, high_watermark: &dyn Fn(&str, u32) -> Option<i64>) {
         let mut actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
         actors.retain(|_, tx| !tx.is_closed());
         metrics::gauge!("strata_broker_groups").set(actors.len() as f64);
+        drop(actors);
+        let committed = self.ctx.committed.lock().unwrap_or_else(|e| e.into_inner());
+        for (group, offsets) in committed.iter() {
+            for ((topic, partition), offset) in offsets {
+                let Some(hw) = high_watermark(topic, *partition) else { continue };
+                metrics::gauge!("strata_group_lag", "group" => group.clone(), "topic" => topic.clone(),
+                    "partition" => partition.to_string())
+                .set((hw - offset).max(0) as f64);
+            }
+        }
     }
 
     /// Stops coordinating: every group's members are sent to the broker

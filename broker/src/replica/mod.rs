@@ -225,6 +225,13 @@ impl ReplicaManager {
         metrics::gauge!("strata_broker_log_size_bytes").set(bytes as f64);
     }
 
+    /// The high watermark of a partition this broker hosts (leader or
+    /// follower; a follower's trails the leader's by a fetch at most).
+    pub fn local_high_watermark(&self, topic: &str, partition: u32) -> Option<i64> {
+        let tp = TopicPartition::new(topic.to_string(), partition);
+        self.partition(&tp).and_then(|p| i64::try_from(p.high_watermark()).ok())
+    }
+
     /// Under-replicated partitions this broker leads (ISR smaller than the
     /// replica set).
     pub fn under_replicated(&self) -> usize {

@@ -9,7 +9,18 @@ async fn main() {
             "info,openraft=warn,sled=warn"
         }
         // The CLI reports failures itself; retries in progress are noise.
-        _ => "error",
+        _ => {
+            // A reader that goes away (`strata group describe | head`) ends
+            // a command quietly, as with any Unix tool, instead of a panic
+            // inside println!. Servers keep Rust's default (ignored) so a
+            // closed log pipe cannot kill them.
+            // SAFETY: setting a signal disposition before any thread of ours
+            // depends on it; SIG_DFL is a valid handler.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            "error"
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(

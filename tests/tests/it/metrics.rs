@@ -6,10 +6,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use strata_client::admin::{AdminClient, NewTopic};
 use strata_client::consumer::{Consumer, ConsumerConfig, OffsetReset, TopicPartition};
+use strata_client::group::{GroupConfig, GroupConsumer};
 use strata_client::metadata::{MetadataClient, MetadataConfig};
 use strata_client::producer::{Producer, ProducerConfig};
 use strata_tests::Cluster;
 use strata_tests::scrape::{sample_sum, scrape};
+use strata_tests::wait::eventually;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -37,6 +39,33 @@ async fn every_server_exports_metrics_and_answers_health_checks() -> anyhow::Res
     while read < 100 {
         read += consumer.poll(Duration::from_secs(1)).await?.len();
     }
+
+    // A group that consumed 60 of the 100 records: its coordinator
+    // exports the group, its member and a lag of 40.
+    let mut group = GroupConsumer::new(
+        metadata.clone(),
+        ConsumerConfig::default(),
+        GroupConfig { enable_auto_commit: false, ..GroupConfig::new("watchers") },
+    );
+    group.subscribe(&["m"]).await?;
+    while group.assignment().is_empty() {
+        group.poll(Duration::from_millis(100)).await?;
+    }
+    group.commit_offsets_sync(&[(TopicPartition::new("m", 0), 60)]).await?;
+    eventually("the group's lag in its coordinator's metrics", Duration::from_secs(30), || async {
+        let mut texts = Vec::new();
+        for node in cluster.brokers.values() {
+            texts.push(scrape(node.metrics_bound.expect("broker metrics address")).await?);
+        }
+        let sum = |name: &str, labels: &[&str]| texts.iter().filter_map(|t| sample_sum(t, name, labels)).sum::<f64>();
+        anyhow::ensure!(sum("strata_broker_groups", &[]) == 1.0, "groups: {}", sum("strata_broker_groups", &[]));
+        anyhow::ensure!(sum("strata_group_members", &["group=\"watchers\""]) == 1.0, "members");
+        let lag = sum("strata_group_lag", &["group=\"watchers\"", "partition=\"0\""]);
+        anyhow::ensure!(lag == 40.0, "lag {lag}");
+        Ok(())
+    })
+    .await?;
+    group.close().await?;
 
     let mut brokers = Vec::new();
     for node in cluster.brokers.values() {
