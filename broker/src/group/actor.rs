@@ -98,6 +98,19 @@ enum Stop {
     Idle,
 }
 
+/// A commit checked against the group, waiting to be written.
+struct PreparedCommit {
+    started: Instant,
+    tps: Vec<Tp>,
+    results: Vec<Option<GroupError>>,
+    valid: Vec<(Tp, OffsetRecord)>,
+}
+
+#[derive(Default)]
+struct CommitBatch {
+    entries: Vec<(PreparedCommit, oneshot::Sender<Result<PartitionResults, GroupError>>)>,
+}
+
 struct Actor {
     name: String,
     ctx: Arc<Context>,
@@ -138,16 +151,18 @@ pub async fn run(ctx: Arc<Context>, name: String, mut rx: mpsc::Receiver<Command
             biased;
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
-                actor.handle(cmd).await;
+                let mut commits = CommitBatch::default();
+                actor.handle_batched(cmd, &mut commits).await;
                 for _ in 0..BATCH {
                     if actor.stop.is_some() {
                         break;
                     }
                     match rx.try_recv() {
-                        Ok(cmd) => actor.handle(cmd).await,
+                        Ok(cmd) => actor.handle_batched(cmd, &mut commits).await,
                         Err(_) => break,
                     }
                 }
+                actor.write_commits(commits).await;
             }
             changed = actor.metadata.changed() => {
                 if changed.is_err() {
@@ -209,6 +224,27 @@ impl Actor {
             return;
         }
         self.group.set_topics(topic_counts(&md), Instant::now());
+    }
+
+    /// Member commits are checked now and queued in `commits`; anything
+    /// else first writes what is queued, so commands still take effect in
+    /// arrival order.
+    async fn handle_batched(&mut self, cmd: Command, commits: &mut CommitBatch) {
+        match cmd {
+            Command::Commit { member_id, generation, offsets, reply } => {
+                self.last_activity = Instant::now();
+                match self.prepare_commit(Some((&member_id, generation)), offsets).await {
+                    Ok(prepared) => commits.entries.push((prepared, reply)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            other => {
+                self.write_commits(std::mem::take(commits)).await;
+                self.handle(other).await;
+            }
+        }
     }
 
     async fn handle(&mut self, cmd: Command) {
@@ -296,12 +332,29 @@ impl Actor {
         metrics::gauge!("strata_group_generation", "group" => label).set(f64::from(self.group.generation()));
     }
 
-    /// A member commit (`member` set) or an admin's AlterOffsets.
+    /// A member commit (`member` set) or an admin's AlterOffsets, written
+    /// on its own.
     async fn commit(
         &mut self,
         member: Option<(&str, i32)>,
         offsets: Vec<OffsetCommit>,
     ) -> Result<PartitionResults, GroupError> {
+        let prepared = self.prepare_commit(member, offsets).await?;
+        let mut batch = CommitBatch::default();
+        let (tx, rx) = oneshot::channel();
+        batch.entries.push((prepared, tx));
+        self.write_commits(batch).await;
+        rx.await.unwrap_or_else(|_| Err(GroupError::CoordinatorNotAvailable("the commit was dropped".into())))
+    }
+
+    /// Checks a commit against the group as it is now; what passes is
+    /// written later, possibly in one transaction with the commits queued
+    /// behind it.
+    async fn prepare_commit(
+        &mut self,
+        member: Option<(&str, i32)>,
+        offsets: Vec<OffsetCommit>,
+    ) -> Result<PreparedCommit, GroupError> {
         self.flush().await;
         if let Some(stop) = &self.stop {
             return Err(self.stop_error(stop));
@@ -336,22 +389,54 @@ impl Actor {
                 valid.push((o.tp.clone(), record));
             }
         }
-        if !valid.is_empty() {
-            if let Err(e) = self.write_offsets(&valid).await {
-                for r in results.iter_mut().filter(|r| r.is_none()) {
-                    *r = Some(e.clone());
-                }
-            } else {
-                metrics::counter!("strata_group_offset_commits_total").increment(valid.len() as u64);
-                let mut committed = self.ctx.committed.lock().unwrap_or_else(|e| e.into_inner());
-                let group = committed.entry(self.name.clone()).or_default();
-                for (tp, record) in &valid {
-                    group.insert(tp.clone(), record.offset);
-                }
-                metrics::histogram!("strata_group_commit_seconds").record(started.elapsed().as_secs_f64());
+        Ok(PreparedCommit { started, tps, results, valid })
+    }
+
+    /// Writes every prepared commit of the batch in one transaction (a
+    /// later commit of a partition wins, as it would have written last)
+    /// and answers each. Group commit keeps the actor free for membership
+    /// events when many members auto-commit at once.
+    async fn write_commits(&mut self, batch: CommitBatch) {
+        if batch.entries.is_empty() {
+            return;
+        }
+        let mut merged: BTreeMap<Tp, OffsetRecord> = BTreeMap::new();
+        for (prepared, _) in &batch.entries {
+            for (tp, record) in &prepared.valid {
+                merged.insert(tp.clone(), record.clone());
             }
         }
-        Ok(tps.into_iter().zip(results).collect())
+        let merged: Vec<(Tp, OffsetRecord)> = merged.into_iter().collect();
+        let outcome = if merged.is_empty() {
+            Ok(())
+        } else if let Some(stop) = &self.stop {
+            Err(self.stop_error(stop))
+        } else {
+            self.write_offsets(&merged).await
+        };
+        if outcome.is_ok() && !merged.is_empty() {
+            let mut committed = self.ctx.committed.lock().unwrap_or_else(|e| e.into_inner());
+            let group = committed.entry(self.name.clone()).or_default();
+            for (tp, record) in &merged {
+                group.insert(tp.clone(), record.offset);
+            }
+        }
+        for (prepared, reply) in batch.entries {
+            let PreparedCommit { started, tps, mut results, valid } = prepared;
+            match &outcome {
+                Err(e) => {
+                    for r in results.iter_mut().filter(|r| r.is_none()) {
+                        *r = Some(e.clone());
+                    }
+                }
+                Ok(()) if !valid.is_empty() => {
+                    metrics::counter!("strata_group_offset_commits_total").increment(valid.len() as u64);
+                    metrics::histogram!("strata_group_commit_seconds").record(started.elapsed().as_secs_f64());
+                }
+                Ok(()) => {}
+            }
+            let _ = reply.send(Ok(tps.into_iter().zip(results).collect()));
+        }
     }
 
     async fn write_offsets(&mut self, valid: &[(Tp, OffsetRecord)]) -> Result<(), GroupError> {
