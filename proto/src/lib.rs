@@ -20,6 +20,7 @@ pub mod coord_peer {
 
 pub mod error;
 pub mod record_batch;
+pub mod transport;
 
 #[cfg(feature = "metrics-http")]
 pub mod metrics_http;

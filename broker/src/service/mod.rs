@@ -21,7 +21,6 @@ use strata_proto::common::{ErrorCode, ErrorDetail};
 use strata_proto::error::status_from_detail;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::group::GroupCoordinator;
@@ -294,7 +293,7 @@ pub async fn serve(services: Arc<Services>, listener: TcpListener, mut stop: wat
         .add_service(broker)
         .add_service(admin)
         .add_service(groups)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(strata_proto::transport::nodelay_incoming(listener), async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await;

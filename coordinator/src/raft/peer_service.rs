@@ -8,7 +8,6 @@ use strata_proto::coord_peer::coord_peer_server::{CoordPeer, CoordPeerServer};
 use strata_proto::coord_peer::{ForwardKeepAliveRequest, ForwardKeepAliveResponse, RaftBytes};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use super::{TypeConfig, decode, encode};
@@ -81,7 +80,7 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener, mut stop: watch::Re
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(strata_proto::transport::nodelay_incoming(listener), async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await;

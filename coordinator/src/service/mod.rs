@@ -16,7 +16,7 @@ use strata_proto::error::status_from_detail;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::command::{
@@ -461,7 +461,7 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener, mut stop: watch::Re
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(strata_proto::transport::nodelay_incoming(listener), async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await;
