@@ -722,3 +722,53 @@ async fn describe_lag_and_reset_offsets_agree_with_the_log() -> anyhow::Result<(
     assert!(list["groups"].as_array().is_some_and(|g| g.iter().all(|g| g["group"] != "audit")), "{list}");
     Ok(())
 }
+
+/// Adding partitions to a subscribed topic, or a member changing its
+/// subscription, rebalances the group; records in the new partitions are
+/// consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partition_increase_and_subscription_change_rebalance() -> anyhow::Result<()> {
+    let (_cluster, metadata, coord) = start("grow", 4).await?;
+    create_topic(&metadata, "other", 2).await?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let members: Vec<_> = (0..2).map(|_| run_consumer(&metadata, "grow", "growers", stop_rx.clone())).collect();
+    wait_settled(&coord, "growers", 2, 4, Duration::from_secs(60)).await?;
+
+    AdminClient::new(metadata.clone()).create_partitions("grow", 6).await?;
+    let after = wait_settled(&coord, "growers", 2, 6, Duration::from_secs(30)).await?;
+    let owned: BTreeSet<u32> = after.members.values().flat_map(|(o, _)| o.iter().map(|(_, p)| *p)).collect();
+    assert_eq!(owned, (0..6).collect(), "the new partitions are assigned");
+    produce_range(&metadata, "grow", 0..300).await?;
+    eventually("every record committed, new partitions included", Duration::from_secs(60), || async {
+        let committed = committed_total(&coord, "growers", "grow", 6).await?;
+        anyhow::ensure!(committed == 300, "committed {committed} of 300");
+        Ok(())
+    })
+    .await?;
+    let _ = stop.send(true);
+    let mut seen = Vec::new();
+    for m in members {
+        seen.extend(m.await??);
+    }
+    assert_eq!(seen.iter().copied().collect::<BTreeSet<_>>(), (0..300).collect::<BTreeSet<u64>>());
+
+    // A member that subscribes to a second topic takes its partitions.
+    let mut wide = GroupConsumer::new(
+        metadata.clone(),
+        ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() },
+        GroupConfig::new("switchers"),
+    );
+    wide.subscribe(&["grow"]).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while wide.assignment().len() != 6 {
+        anyhow::ensure!(Instant::now() < deadline, "owns {:?}", wide.assignment());
+        wide.poll(Duration::from_millis(100)).await?;
+    }
+    wide.subscribe(&["grow", "other"]).await?;
+    while wide.assignment().len() != 8 {
+        anyhow::ensure!(Instant::now() < deadline, "after subscribing to other: {:?}", wide.assignment());
+        wide.poll(Duration::from_millis(100)).await?;
+    }
+    wide.close().await?;
+    Ok(())
+}
