@@ -248,6 +248,14 @@ pub async fn run_cluster(args: &CoordArgs, bootstrap: &str, command: ClusterComm
                 Ok(m) => tokio::time::timeout(Duration::from_secs(5), m.fetch(&[])).await.ok().and_then(Result::ok),
                 Err(_) => None,
             };
+            // Health at a glance: partitions without a leader are offline;
+            // an ISR smaller than the replica set is under-replicated.
+            let (partitions, offline, under_replicated) = brokers.as_ref().map_or((0, 0, 0), |b| {
+                let all = b.topics.iter().flat_map(|t| t.partitions.iter());
+                all.fold((0, 0, 0), |(n, off, under), p| {
+                    (n + 1, off + usize::from(p.leader < 0), under + usize::from(p.isr.len() < p.replicas.len()))
+                })
+            });
             if args.json {
                 let members: Vec<_> = s
                     .members
@@ -268,6 +276,9 @@ pub async fn run_cluster(args: &CoordArgs, bootstrap: &str, command: ClusterComm
                         "controller_id": brokers.as_ref().map_or(-1, |b| b.controller_id),
                         "brokers": broker_list,
                         "topics": brokers.as_ref().map_or(0, |b| b.topics.len()),
+                        "partitions": partitions,
+                        "offline_partitions": offline,
+                        "under_replicated_partitions": under_replicated,
                     })
                 );
             } else {
@@ -292,6 +303,16 @@ pub async fn run_cluster(args: &CoordArgs, bootstrap: &str, command: ClusterComm
                         for br in &b.brokers {
                             println!("{:<4} {:<22} {:<10}", br.id, br.addr, br.rack);
                         }
+                        let verdict = if offline > 0 {
+                            "UNHEALTHY"
+                        } else if under_replicated > 0 {
+                            "DEGRADED"
+                        } else {
+                            "healthy"
+                        };
+                        println!(
+                            "\npartitions: {partitions} · {offline} offline · {under_replicated} under-replicated · {verdict}"
+                        );
                     }
                     None => println!("\nbrokers: none reachable at {bootstrap}"),
                 }

@@ -688,6 +688,12 @@ async fn describe_lag_and_reset_offsets_agree_with_the_log() -> anyhow::Result<(
         )?;
         Ok(record_numbers(&out))
     };
+    // `cluster status` shows the partitions' health at a glance.
+    let coordinators = cluster.ensemble.client_addrs().join(",");
+    let status = strata(&cluster, &["cluster", "status", "--json", "--coordinators", &coordinators])?;
+    let status: serde_json::Value = serde_json::from_str(&status)?;
+    assert_eq!(status["partitions"], 3, "{status}");
+    assert_eq!(status["offline_partitions"], 0, "{status}");
     let first = consume("120")?;
     assert_eq!(first.len(), 120);
     assert_eq!(describe_sums(&cluster, "audit")?, (120, 180, 300, 0), "committed, lag, log end, members");
