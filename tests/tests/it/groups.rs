@@ -149,6 +149,7 @@ impl Load {
             let mut n = 0u64;
             let mut tick = tokio::time::interval(Duration::from_millis(20));
             let per_tick = (per_second / 50).max(1);
+            let mut settling = Vec::new();
             while !*stop_rx.borrow() {
                 tick.tick().await;
                 let mut batch = Vec::new();
@@ -159,36 +160,34 @@ impl Load {
                     n += 1;
                 }
                 let sink = sink.clone();
-                tokio::spawn(async move {
+                settling.push(tokio::spawn(async move {
                     for (n, d) in batch {
                         if d.await.is_ok() {
                             sink.lock().unwrap().insert(n);
                         }
                     }
-                });
+                }));
             }
             producer.flush().await;
+            for delivery in settling {
+                delivery.await?;
+            }
             producer.close().await;
             Ok(())
         });
         Ok(Load { acked, stop, task })
     }
 
+    /// Stops sending and returns every acknowledged record once each
+    /// delivery has settled.
     async fn stop(self) -> anyhow::Result<BTreeSet<u64>> {
         let _ = self.stop.send(true);
         self.task.await??;
-        // Deliveries still in their spawned tasks settle within the
-        // producer's delivery timeout after flush; wait until the count
-        // stops moving.
-        let mut last = usize::MAX;
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = self.acked.lock().unwrap().len();
-            if now == last {
-                return Ok(self.acked.lock().unwrap().clone());
-            }
-            last = now;
-        }
+        Ok(self.acked.lock().unwrap().clone())
+    }
+
+    fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
     }
 }
 
@@ -295,8 +294,13 @@ async fn members_share_partitions_and_rebalance_on_join_and_kill() -> anyhow::Re
     assert!(kill_rebalance < Duration::from_secs(10), "kill -9 rebalance took {kill_rebalance:?}");
     assert!(four_again.generation > five.generation);
 
-    // Let the survivors consume under load for a moment, then stop.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the survivors consume under load a while longer, then stop.
+    let before = load.acked_count();
+    eventually("more records acknowledged after the kill", Duration::from_secs(30), || async {
+        anyhow::ensure!(load.acked_count() >= before + 500, "{} so far", load.acked_count());
+        Ok(())
+    })
+    .await?;
     let acked = load.stop().await?;
     anyhow::ensure!(acked.len() > 1000, "only {} records acknowledged", acked.len());
     let outputs = eventually("every acknowledged record processed", Duration::from_secs(60), || async {
