@@ -18,7 +18,7 @@ use strata_proto::broker::admin_client::AdminClient as AdminRpcClient;
 use strata_proto::broker::{
     AlterConfigsRequest, AlterOffsetsRequest, AlterOffsetsResponse, CommittedOffset, CreatePartitionsRequest,
     CreateTopic, CreateTopicsRequest, DeleteGroupRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, DescribeGroupRequest, GroupMemberDescription, ListGroupsRequest, OffsetCommit, TopicResult,
+    DescribeConfigsRequest, DescribeGroupRequest, GroupMemberDescription, ListGroupsRequest, TopicResult,
 };
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -505,18 +505,8 @@ impl AdminClient {
         if let Some((tp, offset)) = offsets.iter().find(|(_, o)| *o < 0) {
             return Err(ClientError::InvalidArgument(format!("cannot set {tp} to negative offset {offset}")));
         }
-        let request = AlterOffsetsRequest {
-            group: group.to_string(),
-            offsets: offsets
-                .iter()
-                .map(|(tp, offset)| OffsetCommit {
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                    offset: *offset,
-                    metadata: String::new(),
-                })
-                .collect(),
-        };
+        let request =
+            AlterOffsetsRequest { group: group.to_string(), offsets: crate::group::rpc::offset_commits(offsets) };
         fn refused(answer: &AlterOffsetsResponse) -> Option<ClientError> {
             answer.partitions.iter().find_map(|p| ClientError::from_partition_error(p.error.as_ref()))
         }

@@ -283,16 +283,7 @@ impl Groups for GroupsHandler {
         let req = request.into_inner();
         let wanted = partitions(req.partitions).map_err(|e| status(&e))?;
         let committed = self.0.fetch_offsets(&req.group, wanted.into_iter().collect()).await.map_err(|e| status(&e))?;
-        let offsets = committed
-            .into_iter()
-            .map(|c| pb::CommittedOffset {
-                topic: c.tp.0,
-                partition: c.tp.1,
-                offset: c.offset,
-                metadata: c.metadata,
-                generation: c.generation,
-            })
-            .collect();
+        let offsets = committed.into_iter().map(committed_to_pb).collect();
         Ok(Response::new(pb::FetchOffsetsResponse { offsets }))
     }
 
@@ -352,17 +343,7 @@ impl Groups for GroupsHandler {
                     revoking: to_pb_partitions(&m.revoking),
                 })
                 .collect(),
-            offsets: d
-                .offsets
-                .into_iter()
-                .map(|c| pb::CommittedOffset {
-                    topic: c.tp.0,
-                    partition: c.tp.1,
-                    offset: c.offset,
-                    metadata: c.metadata,
-                    generation: c.generation,
-                })
-                .collect(),
+            offsets: d.offsets.into_iter().map(committed_to_pb).collect(),
         }))
     }
 
@@ -387,5 +368,15 @@ impl Groups for GroupsHandler {
         validate_group_name(&group).map_err(|e| status(&e))?;
         self.0.delete_group(&group).await.map_err(|e| status(&e))?;
         Ok(Response::new(pb::DeleteGroupResponse {}))
+    }
+}
+
+fn committed_to_pb(c: crate::group::Committed) -> pb::CommittedOffset {
+    pb::CommittedOffset {
+        topic: c.tp.0,
+        partition: c.tp.1,
+        offset: c.offset,
+        metadata: c.metadata,
+        generation: c.generation,
     }
 }

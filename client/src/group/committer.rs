@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use strata_proto::broker::{CommitOffsetsRequest, OffsetCommit};
+use strata_proto::broker::CommitOffsetsRequest;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::debug;
@@ -109,15 +109,7 @@ impl Committer {
                 group: self.group.clone(),
                 member_id: member_id.clone(),
                 generation: view.generation,
-                offsets: todo
-                    .iter()
-                    .map(|(tp, offset)| OffsetCommit {
-                        topic: tp.topic.clone(),
-                        partition: tp.partition,
-                        offset: *offset,
-                        metadata: String::new(),
-                    })
-                    .collect(),
+                offsets: super::rpc::offset_commits(&todo),
             };
             let addr = coordinator.addr;
             let mut client = self.metadata.groups_client(&addr)?;

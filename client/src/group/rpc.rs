@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use strata_proto::broker::groups_client::GroupsClient;
-use strata_proto::broker::{CommittedOffset, FetchOffsetsRequest, FindCoordinatorRequest};
+use strata_proto::broker::{CommittedOffset, FetchOffsetsRequest, FindCoordinatorRequest, OffsetCommit};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tracing::debug;
@@ -198,6 +198,19 @@ pub(crate) fn committed_by_partition(
         out.insert(TopicPartition::new(c.topic.clone(), c.partition), (c.offset >= 0).then_some(c.offset));
     }
     out
+}
+
+/// Positions as the wire's commit entries (no commit metadata).
+pub(crate) fn offset_commits(offsets: &[(TopicPartition, i64)]) -> Vec<OffsetCommit> {
+    offsets
+        .iter()
+        .map(|(tp, offset)| OffsetCommit {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            offset: *offset,
+            metadata: String::new(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
